@@ -1,0 +1,1 @@
+"""The Python API: ``Pipeline``, ``load`` and the session shared with the command line."""

@@ -1,0 +1,118 @@
+"""``stagewise run``: run what is out of date among the selected stages."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from stagewise.cli.common import load_session
+from stagewise.run.coordinator import RunReport
+
+__all__ = ["add_arguments", "execute"]
+
+log = logging.getLogger("stagewise")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``run``."""
+    parser.add_argument(
+        "-j", "--jobs", type=int, metavar="N", help="parallel items (default: 1 with the serial executor)"
+    )
+    parser.add_argument("--executor", default="serial", metavar="NAME", help="serial (default), threads")
+    parser.add_argument("--force", action="store_true", help="rerun selected stages even if up to date")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print the plan (per stage, how many items would run) and exit"
+    )
+    parser.add_argument("--fail-fast", action="store_true", help="stop at the first failed item")
+    parser.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="TAG=VALUES",
+        help="run only matching items: split=test, sim=0:4, freq=30,100 (repeatable)",
+    )
+    parser.add_argument(
+        "--print-params",
+        action="store_true",
+        help="print each selected stage's resolved parameters before it runs",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress display")
+    parser.add_argument("--no-provenance", action="store_true", help="write no run record")
+
+
+def execute(args: argparse.Namespace) -> int:
+    """Run the selection; exit 0 when everything finished, 1 when an item failed."""
+    from stagewise.api.session import RunOptions
+
+    pipeline, session, selectors = load_session(args)
+    selection = session.select(selectors)
+    if selection.list_group:
+        return _list_group(session, selection.list_group)
+    options = RunOptions(
+        selectors=selectors, jobs=args.jobs, executor=args.executor, force=args.force,
+        where=args.where, output=args.output, fail_fast=args.fail_fast, dry_run=args.dry_run,
+    )  # fmt: skip
+    if args.print_params:
+        _print_params(session, selection.stages)
+    report = session.run(pipeline._records, options, selection)
+    if args.dry_run:
+        for qname, counts in report.counts.items():
+            print(
+                f"{qname}: {counts['would run']} item{'s' if counts['would run'] != 1 else ''} would run (new)"
+            )
+        return 0
+    _summarise(report, session.model.output)
+    if report.ok:
+        return 0
+    _resume_hint(args, report)
+    return 1
+
+
+def _list_group(session: object, group: str) -> int:
+    model = session.model  # type: ignore[attr-defined]
+    for qname, node in model.nodes.items():
+        if node.group == group:
+            print(f"{qname}")
+    return 0
+
+
+def _print_params(session: object, stages: tuple[str, ...]) -> None:
+    params = session.params  # type: ignore[attr-defined]
+    for qname in stages:
+        values = ", ".join(f"{n}={rp.value!r}" for n, rp in params[qname].items()) or "(no parameters)"
+        print(f"{qname}: {values}")
+
+
+def _summarise(report: RunReport, output: object) -> None:
+    for qname, counts in report.counts.items():
+        parts = [f"{counts[k]} {k}" for k in ("done", "rejected", "failed", "skipped") if counts[k]]
+        if qname in report.not_started:
+            parts = ["not started (upstream failed)"]
+        log.info("%s: %s", qname, ", ".join(parts) or "nothing to do")
+    for failure in report.failures[:10]:
+        log.error("FAILED %s %s: %s", failure.stage, failure.item, failure.reason)
+        if failure.error:
+            lines = failure.error.rstrip().splitlines()
+            for line in lines[-6:]:
+                log.error("    %s", line)
+    if len(report.failures) > 10:
+        log.error("... and %d more failed items", len(report.failures) - 10)
+    log.info("outputs in %s", _relative(output))
+
+
+def _resume_hint(args: argparse.Namespace, report: RunReport) -> None:
+    words = " ".join(args.words)
+    print(
+        f"{len(report.failures)} item(s) failed; fix and resume with: stagewise run {words}".rstrip(),
+        file=sys.stderr,
+    )
+
+
+def _relative(path: object) -> str:
+    from pathlib import Path
+
+    try:
+        return str(Path(str(path)).relative_to(Path.cwd())) or "."
+    except ValueError:
+        return str(path)

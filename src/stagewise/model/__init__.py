@@ -1,0 +1,1 @@
+"""What a pipeline is, as plain data: stages, groups, assets, dims and parameters."""

@@ -1,0 +1,1 @@
+"""Running items: planning, the coordinator, workers and executors."""

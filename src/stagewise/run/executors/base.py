@@ -1,0 +1,47 @@
+"""The executor interface: run tasks, yield outcomes as they finish."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Protocol
+
+from stagewise._suggest import did_you_mean
+from stagewise.errors import ConfigError
+from stagewise.run.task import Outcome, Task
+
+__all__ = ["EXECUTORS", "Executor", "get_executor"]
+
+EXECUTORS = ("serial", "threads", "local", "dask")
+
+
+class Executor(Protocol):
+    """Runs tasks somewhere and yields their outcomes, in any order."""
+
+    def run(self, tasks: Iterable[Task]) -> Iterator[Outcome]:
+        """Run every task; yield each outcome as soon as it is known."""
+        ...
+
+    def close(self) -> None:
+        """Release workers."""
+        ...
+
+
+def get_executor(name: str, jobs: int) -> Executor:
+    """The executor called ``name`` with ``jobs`` parallel items.
+
+    Raises:
+        ConfigError: for an unknown name.
+    """
+    from stagewise.run.executors.serial import SerialExecutor
+    from stagewise.run.executors.threads import ThreadExecutor
+
+    if name == "serial":
+        return SerialExecutor()
+    if name in ("threads", "local", "dask"):
+        # local processes and dask arrive with the parallel execution work; until then the
+        # thread pool is the parallel executor (exact same semantics as serial).
+        return ThreadExecutor(jobs) if jobs > 1 else SerialExecutor()
+    hint = did_you_mean(name, EXECUTORS)
+    raise ConfigError(
+        f"--executor {name!r}: unknown executor", hint=hint or f"choose one of {', '.join(EXECUTORS)}"
+    )

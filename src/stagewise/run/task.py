@@ -1,0 +1,107 @@
+"""The plain data that crosses between coordinator and workers: tasks out, outcomes back.
+
+A task carries paths, handler references and parameters, never data (BigMultiPipe's three
+streams: data on disk, control in the task, metadata in the outcome).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+__all__ = ["InputSpec", "Outcome", "OutputSpec", "Task", "item_key", "item_label"]
+
+
+def item_key(values: Sequence[Any]) -> str:
+    """The canonical key of an item: its tag values as compact JSON (``["train",3]``)."""
+    return json.dumps(list(values), separators=(",", ":"), default=str)
+
+
+def item_label(tags: Mapping[str, Any]) -> str:
+    """A readable name for an item: ``split=train sim=3`` (``(single item)`` for no dims)."""
+    return " ".join(f"{k}={v}" for k, v in tags.items()) or "(single item)"
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How one input reaches the body.
+
+    Attributes:
+        kind: ``one`` (one file: data, or a handle when lazy) or ``many`` (a collection).
+        path: the file, for ``one``.
+        handler: the handler name or object.
+        lazy: pass a ``Lazy`` handle instead of the data (``one`` only).
+        entries: ``(key, path)`` pairs for ``many``, ordered by key.
+    """
+
+    kind: Literal["one", "many"]
+    handler: Any
+    path: Path | None = None
+    lazy: bool = False
+    entries: tuple[tuple[Any, Path], ...] = ()
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """Where one output goes and how it is written."""
+
+    path: Path
+    handler: Any
+
+
+@dataclass(frozen=True)
+class Task:
+    """Everything a worker needs to run one item.
+
+    Attributes:
+        stage: the stage's qualified name.
+        stage_ref: the ``Stage`` object (travels by reference or by value, see executors).
+        key: the item key.
+        tags: the item's tags, in the stage's dim order.
+        inputs: input name -> how it arrives.
+        outputs: output name -> where it goes.
+        params: the stage's resolved parameters.
+        params_key: a canonical text of ``params`` (class stages keep one instance per value).
+        meta: upstream stage -> metadata of the item this one depends on.
+    """
+
+    stage: str
+    stage_ref: Any
+    key: str
+    tags: Mapping[str, Any]
+    inputs: Mapping[str, InputSpec]
+    outputs: Mapping[str, OutputSpec]
+    params: Mapping[str, Any]
+    params_key: str = ""
+    meta: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class Outcome:
+    """What happened to one item, sent back to the coordinator.
+
+    Attributes:
+        stage: the stage's qualified name.
+        key: the item key.
+        status: ``done``, ``failed`` or ``rejected``; ``skipped`` (never recorded) when an
+            item it reads failed.
+        reason: why it was rejected, or the one-line error.
+        error: the formatted traceback of a failure.
+        meta: the item's metadata (``Result(meta=...)``).
+        outputs: output name -> the path written.
+        started: wall-clock start (``time.time()``).
+        duration: seconds spent on the item.
+    """
+
+    stage: str
+    key: str
+    status: Literal["done", "failed", "rejected", "skipped"]
+    reason: str | None = None
+    error: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    outputs: dict[str, str] = field(default_factory=dict)
+    started: float = 0.0
+    duration: float = 0.0

@@ -1,0 +1,194 @@
+"""Run one item in a worker: read inputs, call pre/body/post, write outputs atomically.
+
+Everything here runs wherever the executor puts it (in-process, a pool process, a Dask worker),
+so it only uses the task it is given and never touches the state store.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from stagewise.errors import StageError
+from stagewise.handlers import write_atomic
+from stagewise.model.handles import Collection, Lazy, Out, OutputHandle, read_asset, resolve_handler
+from stagewise.model.item import Item
+from stagewise.model.results import REJECT, Reject, Result
+from stagewise.model.stage import Stage
+from stagewise.run.task import InputSpec, Outcome, Task
+
+__all__ = ["execute", "execute_many"]
+
+_instances = threading.local()
+"""Class-stage instances of this worker (per thread): (stage, params) -> set-up instance."""
+
+
+class _Rejected(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def execute_many(tasks: list[Task]) -> list[Outcome]:
+    """Run a batch of items in order (batches keep per-item overhead low for tiny items)."""
+    return [execute(task) for task in tasks]
+
+
+def execute(task: Task) -> Outcome:
+    """Run one item and report what happened; user errors become a failed outcome."""
+    started = time.time()
+    clock = time.perf_counter()
+    outcome = Outcome(task.stage, task.key, "done", started=started)
+    try:
+        outcome.meta, outcome.outputs = _run(task)
+    except _Rejected as exc:
+        outcome.status, outcome.reason = "rejected", exc.reason
+    except Reject as exc:
+        outcome.status, outcome.reason = "rejected", exc.reason
+    except Exception as exc:
+        outcome.status = "failed"
+        outcome.reason = f"{type(exc).__name__}: {exc}"
+        outcome.error = "".join(traceback.format_exception(exc))
+    outcome.duration = time.perf_counter() - clock
+    return outcome
+
+
+def _run(task: Task) -> tuple[dict[str, Any], dict[str, str]]:
+    stage: Stage = task.stage_ref
+    signature = stage.signature
+    data = {name: _arrive(spec) for name, spec in task.inputs.items()}
+    if stage.pre:
+        data = _apply_hooks(stage.pre, data, task.params, "pre", stage)
+    kwargs: dict[str, Any] = dict(data)
+    if signature.item:
+        kwargs[signature.item] = Item(task.tags, task.meta)
+    handles = {name: OutputHandle(name, spec.path, spec.handler) for name, spec in task.outputs.items()}
+    out = Out(handles) if signature.out else None
+    if signature.out:
+        kwargs[signature.out] = out
+    returned = _call_body(stage, task, kwargs)
+    if returned is REJECT:
+        raise _Rejected("rejected by the stage")
+    meta: dict[str, Any] = {}
+    if isinstance(returned, Result):
+        meta = dict(returned.meta)
+        returned = returned.outputs
+        if returned is REJECT:
+            raise _Rejected("rejected by the stage")
+    if out is not None:
+        _check_out_written(stage, out, returned)
+    else:
+        outputs = _outputs_by_name(stage, task, returned)
+        if stage.post:
+            outputs = _apply_hooks(stage.post, outputs, task.params, "post", stage)
+        for name, value in outputs.items():
+            write_atomic(resolve_handler(task.outputs[name].handler), task.outputs[name].path, value)
+    return meta, {name: str(spec.path) for name, spec in task.outputs.items()}
+
+
+def _arrive(spec: InputSpec) -> Any:
+    if spec.kind == "many":
+        return Collection({key: Lazy(path, spec.handler) for key, path in spec.entries})
+    assert spec.path is not None
+    if spec.lazy:
+        return Lazy(spec.path, spec.handler)
+    return read_asset(resolve_handler(spec.handler), spec.path)
+
+
+def _call_body(stage: Stage, task: Task, kwargs: dict[str, Any]) -> Any:
+    if not stage.is_class:
+        return stage.fn(**kwargs, **task.params)
+    cache: dict[tuple[str, str], Any] = getattr(_instances, "cache", None) or {}
+    _instances.cache = cache
+    key = (task.stage, task.params_key)
+    instance = cache.get(key)
+    if instance is None:
+        instance = stage.fn(**task.params)
+        setup = getattr(instance, "setup", None)
+        if callable(setup):
+            setup()
+        cache[key] = instance
+    return instance.process(**kwargs)
+
+
+def _check_out_written(stage: Stage, out: Out, returned: Any) -> None:
+    if returned is not None:
+        raise StageError(
+            f"stage {stage.name} writes its outputs through Out and also returned data",
+            hint="return None (or Result(None, meta=...)) after out[name].write(...)",
+        )
+    missing = out.unwritten()
+    if missing:
+        raise StageError(
+            f"stage {stage.name} did not write output{'s' if len(missing) > 1 else ''} "
+            f"{', '.join(missing)} through its Out handles",
+            hint="every output must be written before the function returns",
+        )
+
+
+def _outputs_by_name(stage: Stage, task: Task, returned: Any) -> dict[str, Any]:
+    names = list(task.outputs)
+    if returned is None:
+        raise StageError(
+            f"stage {stage.name} returned None (a forgotten return?)",
+            hint="return the output data, or stagewise.REJECT to reject the item",
+        )
+    if len(names) == 1:
+        return {names[0]: returned}
+    if not isinstance(returned, Mapping):
+        raise StageError(
+            f"stage {stage.name} has outputs {', '.join(names)} and must return a dict with "
+            f"those keys, got {type(returned).__name__}"
+        )
+    missing = [n for n in names if n not in returned]
+    extra = [str(k) for k in returned if k not in task.outputs]
+    if missing or extra:
+        parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
+            [f"unknown {', '.join(extra)}"] if extra else []
+        )
+        raise StageError(
+            f"stage {stage.name} returned keys that do not match its outputs: {'; '.join(parts)}",
+            hint=f"return a dict with exactly the keys {', '.join(names)}",
+        )
+    return {name: returned[name] for name in names}
+
+
+def _apply_hooks(
+    hooks: tuple[Callable[..., Any], ...],
+    data: dict[str, Any],
+    params: Mapping[str, Any],
+    kind: str,
+    stage: Stage,
+) -> dict[str, Any]:
+    """Run pre/post functions: ``f(data, **params) -> data | None`` (None or REJECT rejects)."""
+    single = len(data) == 1
+    value: Any = next(iter(data.values())) if single else dict(data)
+    for hook in hooks:
+        value = hook(value, **_accepted(hook, params))
+        if value is None or value is REJECT:
+            name = getattr(hook, "__name__", repr(hook))
+            raise _Rejected(f"rejected by {kind} function {name}")
+    if single:
+        return {next(iter(data)): value}
+    if not isinstance(value, Mapping) or set(value) != set(data):
+        raise StageError(
+            f"stage {stage.name}: a {kind} function must return a dict with keys "
+            f"{', '.join(data)}, got {type(value).__name__}"
+        )
+    return dict(value)
+
+
+def _accepted(fn: Callable[..., Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters ``fn`` accepts by name (all of them if it takes ``**kwargs``)."""
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return dict(params)
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return dict(params)
+    names = {p.name for p in parameters}
+    return {k: v for k, v in params.items() if k in names}
