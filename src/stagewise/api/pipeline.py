@@ -15,7 +15,6 @@ from stagewise.model.stage import Stage
 from stagewise.run.coordinator import RunReport
 from stagewise.run.executors import Executor
 from stagewise.run.paths import AssetPaths
-from stagewise.run.records import MemoryRecords, Records
 
 __all__ = ["AssetView", "Pipeline", "load"]
 
@@ -54,7 +53,6 @@ class Pipeline:
 
     def _init(self, model: PipelineModel) -> None:
         self._model = model
-        self._records: Records = MemoryRecords()
 
     @classmethod
     def from_model(cls, model: PipelineModel) -> Pipeline:
@@ -123,7 +121,24 @@ class Pipeline:
         selection = session.select(options.selectors)
         if selection.list_group:
             raise SelectionError(f"'{selection.list_group}:?' lists a group's stages; it runs nothing")
-        return session.run(self._records, options, selection)
+        return session.run(options, selection)
+
+    def status(
+        self, selectors: Sequence[str] | str | None = None, params: Mapping[str, Any] | None = None
+    ) -> list[Any]:
+        """Per stage: items total, done, stale, missing, failed, rejected, and why stale.
+
+        Returns a list of ``StageStatus`` (see ``stagewise status``).
+        """
+        from stagewise.api.explain import stage_statuses
+
+        if isinstance(selectors, str):
+            selectors = [selectors]
+        session = self.session(params)
+        stages = session.select(list(selectors or [])).stages
+        plans = session.plan_all(stages)
+        with session.open_store(readonly=True) as store:
+            return stage_statuses(session, plans, session.fingerprints(plans), session.records(store))
 
     def asset(self, ref: str) -> AssetView:
         """A view on the files of a stage output (``"clean.clean"``) or a source (``"mask"``).
@@ -150,9 +165,11 @@ class Pipeline:
 
         dims = self._model.nodes[qname].dims
         rows = []
-        for key, state in self._records.stage(qname).items():
+        with self.session().open_store(readonly=True) as store:
+            records = store.get_items(qname)
+        for key, state in records.items():
             if state.status == "done":
-                rows.append({**dict(zip(dims, json.loads(key), strict=True)), **state.meta})
+                rows.append({**dict(zip(dims, json.loads(key), strict=True)), **(state.meta or {})})
         try:
             import pandas
         except ImportError:

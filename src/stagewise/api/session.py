@@ -17,10 +17,14 @@ from stagewise.errors import ConfigError, Problem, ValidationError
 from stagewise.model.pipeline import PipelineModel
 from stagewise.run.coordinator import RunReport, run_plans
 from stagewise.run.executors import Executor, get_executor
+from stagewise.run.freshness import FileIndex, StageFingerprint, stage_fingerprint
 from stagewise.run.paths import AssetPaths
 from stagewise.run.plan import StagePlan, check_inputs_exist, parse_where, plan_stages
-from stagewise.run.records import Records
+from stagewise.run.records import BatchedStats, StateRecords
 from stagewise.run.selection import Selection, select
+from stagewise.state.filehash import FileFingerprinter
+from stagewise.state.lock import RunLock
+from stagewise.state.store import StateStore
 from stagewise.validate import validate_model
 
 __all__ = ["RunOptions", "Session", "file_layer", "missing_source_warnings"]
@@ -94,26 +98,91 @@ class Session:
         check_inputs_exist(self.model, plans, AssetPaths(self.model))
         return plans
 
-    def run(self, records: Records, options: RunOptions, selection: Selection) -> RunReport:
-        """Validate, plan and run the selected stages."""
+    def plan_all(self, selected: Sequence[str]) -> list[StagePlan]:
+        """Every item of the given stages, without checking inputs (for ``status``)."""
+        return plan_stages(self.model, selected, self.params)
+
+    def fingerprints(self, plans: Sequence[StagePlan]) -> dict[str, StageFingerprint]:
+        """Code and parameter fingerprints of the planned stages, computed before anything runs."""
+        return {p.qname: stage_fingerprint(self.model, p.node, p.params) for p in plans}
+
+    def state_dir(self) -> Path:
+        """``OUTPUT/.stagewise``."""
+        return self.model.output / ".stagewise"
+
+    def open_store(self, *, readonly: bool = False) -> StateStore:
+        """The state store of the output root."""
+        return StateStore(self.state_dir() / "state.db", readonly=readonly)
+
+    def records(self, store: StateStore, run_id: str | None = None) -> StateRecords:
+        """Item records over an open store, with file digests through its stat cache."""
+        roots = {"output": self.model.output, "base": self.model.base_dir}
+        roots.update({f"paths.{name}": root for name, root in self.model.paths.items()})
+        files = FileFingerprinter(BatchedStats(store), roots)
+        return StateRecords(store, FileIndex(self.model, files), run_id)
+
+    def run(self, options: RunOptions, selection: Selection) -> RunReport:
+        """Validate, plan and run the selected stages (or, with ``dry_run``, only explain)."""
         self.validate(selection.stages)
         plans = self.plan(selection.stages, options.where)
+        fingerprints = self.fingerprints(plans)
         if options.dry_run:
-            return RunReport(counts={p.qname: _would_run(p) for p in plans})
+            from stagewise.api.explain import explain_plans
+
+            with self.open_store(readonly=True) as store:
+                return explain_plans(self, plans, fingerprints, self.records(store), force=options.force)
         executor = _executor(options)
+        lock = RunLock(self.state_dir() / "lock")
         try:
-            return run_plans(self.model, plans, records, executor, fail_fast=options.fail_fast)
+            lock.acquire(wait=bool(options.extra.get("wait")))
+            with self.open_store() as store:
+                run_id = _new_run_id()
+                _clean_after_crash(store, self.model.output)
+                store.start_run(
+                    run_id, command=options.extra.get("command", "run"), selection=selection.stages
+                )
+                records = self.records(store, run_id)
+                outcome = "interrupted"
+                try:
+                    report = run_plans(
+                        self.model,
+                        plans,
+                        records,
+                        executor,
+                        fingerprints,
+                        force=options.force,
+                        fail_fast=options.fail_fast,
+                    )
+                    outcome = "done" if report.ok else "failed"
+                    return report
+                finally:
+                    store.finish_run(run_id, outcome=outcome)  # type: ignore[arg-type]
         finally:
-            if not isinstance(options.executor, str):
-                pass  # the caller owns it
-            else:
+            lock.release()
+            if isinstance(options.executor, str):
                 executor.close()
 
 
-def _would_run(plan: StagePlan) -> Any:
-    from collections import Counter
+def _new_run_id() -> str:
+    import os
+    import time
 
-    return Counter({"would run": len(plan.items)})
+    return time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
+
+
+def _clean_after_crash(store: StateStore, output: Path) -> None:
+    """After a run that did not finish (killed), remove the temporary files it left behind."""
+    from stagewise.handlers import remove_orphan_temps
+
+    runs = store.list_runs()
+    if runs and runs[-1].outcome == "running" and output.exists():
+        removed = remove_orphan_temps(output)
+        if removed:
+            log.info(
+                "removed %d temporary file%s left by an interrupted run",
+                len(removed),
+                "s" if len(removed) != 1 else "",
+            )
 
 
 def _executor(options: RunOptions) -> Executor:

@@ -22,12 +22,13 @@ COMMANDS = {
     "list": "stages, groups and their stages, dims, assets with templates and handlers",
     "params": "every resolved parameter with its type, value, default, origin and help",
     "graph": "the stage graph as Mermaid (default) or Graphviz dot (--format dot)",
+    "status": "per stage: items total / done / stale / missing / failed / rejected, and why stale",
 }
 
 
 def build_parser(script: bool = False) -> argparse.ArgumentParser:
     """The argument parser; ``script`` drops TARGET (a script's ``pipeline.main()``)."""
-    from stagewise.cli import check, graph, list_cmd, params, run
+    from stagewise.cli import check, graph, list_cmd, params, run, status
 
     prog = "python " + (sys.argv[0] if sys.argv and sys.argv[0] else "script.py") if script else "stagewise"
     parser = argparse.ArgumentParser(
@@ -37,7 +38,14 @@ def build_parser(script: bool = False) -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    modules = {"run": run, "check": check, "list": list_cmd, "params": params, "graph": graph}
+    modules = {
+        "run": run,
+        "status": status,
+        "check": check,
+        "list": list_cmd,
+        "params": params,
+        "graph": graph,
+    }
     for name, module in modules.items():
         command = sub.add_parser(name, help=COMMANDS[name], description=COMMANDS[name], allow_abbrev=False)
         add_pipeline_flags(command, script=script)

@@ -39,28 +39,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress display")
     parser.add_argument("--no-provenance", action="store_true", help="write no run record")
+    parser.add_argument("--wait", action="store_true", help="wait for another run's lock instead of failing")
 
 
 def execute(args: argparse.Namespace) -> int:
     """Run the selection; exit 0 when everything finished, 1 when an item failed."""
     from stagewise.api.session import RunOptions
 
-    pipeline, session, selectors = load_session(args)
+    _, session, selectors = load_session(args)
     selection = session.select(selectors)
     if selection.list_group:
         return _list_group(session, selection.list_group)
     options = RunOptions(
         selectors=selectors, jobs=args.jobs, executor=args.executor, force=args.force,
         where=args.where, output=args.output, fail_fast=args.fail_fast, dry_run=args.dry_run,
+        extra={"wait": args.wait, "command": " ".join(["run", *args.words])},
     )  # fmt: skip
     if args.print_params:
         _print_params(session, selection.stages)
-    report = session.run(pipeline._records, options, selection)
+    report = session.run(options, selection)
     if args.dry_run:
-        for qname, counts in report.counts.items():
-            print(
-                f"{qname}: {counts['would run']} item{'s' if counts['would run'] != 1 else ''} would run (new)"
-            )
+        from stagewise.cli.status import print_plan
+
+        print_plan(report.statuses)
         return 0
     _summarise(report, session.model.output)
     if report.ok:
@@ -86,7 +87,9 @@ def _print_params(session: object, stages: tuple[str, ...]) -> None:
 
 def _summarise(report: RunReport, output: object) -> None:
     for qname, counts in report.counts.items():
-        parts = [f"{counts[k]} {k}" for k in ("done", "rejected", "failed", "skipped") if counts[k]]
+        names = {"uptodate": "up to date", "skipped": "skipped (upstream failed)"}
+        keys = ("done", "rejected", "failed", "skipped", "uptodate")
+        parts = [f"{counts[k]} {names.get(k, k)}" for k in keys if counts[k]]
         if qname in report.not_started:
             parts = ["not started (upstream failed)"]
         log.info("%s: %s", qname, ", ".join(parts) or "nothing to do")

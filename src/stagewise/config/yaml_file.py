@@ -209,8 +209,10 @@ def _apply_groups(
         params = {**(existing.params if isinstance(existing, Group) else {}), **(body.get("params") or {})}
         new_group = Group(name=name, stages=tuple(members), shared=shared, params=params)
         member_ids = {id(s) for s in members}
+        # the group takes the place of the old group, or of its first stage
+        at = next(i for i, e in enumerate(entries) if e is existing or id(e) in member_ids)
         entries = [e for e in entries if id(e) not in member_ids and e is not existing]
-        entries.append(new_group)
+        entries.insert(min(at, len(entries)), new_group)
         by_name[name] = new_group
     return entries
 

@@ -5,16 +5,18 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from stagewise.model.graph import producers
 from stagewise.model.pipeline import PipelineModel
 from stagewise.run.build import TaskBuilder
 from stagewise.run.executors.base import Executor
+from stagewise.run.freshness import StageFingerprint
 from stagewise.run.paths import AssetPaths
 from stagewise.run.plan import StagePlan
-from stagewise.run.records import Records
+from stagewise.run.records import StateRecords
 from stagewise.run.task import Outcome, Task, item_label
 
 __all__ = ["Failure", "RunReport", "run_plans"]
@@ -40,6 +42,8 @@ class RunReport:
     failures: list[Failure] = field(default_factory=list)
     not_started: list[str] = field(default_factory=list)
     interrupted: bool = False
+    statuses: list[Any] = field(default_factory=list)
+    """For a dry run: the ``StageStatus`` of each planned stage (nothing ran)."""
 
     @property
     def ok(self) -> bool:
@@ -50,55 +54,70 @@ class RunReport:
 def run_plans(
     model: PipelineModel,
     plans: Sequence[StagePlan],
-    records: Records,
+    records: StateRecords,
     executor: Executor,
+    fingerprints: Mapping[str, StageFingerprint],
     *,
+    force: bool = False,
     fail_fast: bool = False,
     on_outcome: Callable[[Outcome], None] | None = None,
 ) -> RunReport:
-    """Run the planned stages in order; a stage whose upstream failed does not start."""
+    """Run the planned stages in order; a stage whose upstream failed does not start.
+
+    Records are flushed as items finish (batched) and always before returning, also when
+    interrupted, so a killed or interrupted run loses at most the items in flight.
+    """
     paths = AssetPaths(model)
-    builder = TaskBuilder(model, records, paths)
+    builder = TaskBuilder(model, records, paths, force=force)
     report = RunReport()
     failed_stages: set[str] = set()
-    for plan in plans:
-        counts = report.counts.setdefault(plan.qname, Counter())
-        blocked = [p for p in producers(model, plan.qname) if p in failed_stages]
-        if blocked:
-            report.not_started.append(plan.qname)
-            failed_stages.add(plan.qname)
-            log.warning("%s: not started, because %s failed", plan.qname, ", ".join(blocked))
-            continue
-        if fail_fast and report.failures:
-            report.not_started.append(plan.qname)
-            continue
-        log.info("%s: %d item%s", plan.qname, len(plan.items), "" if len(plan.items) == 1 else "s")
-        tasks: list[Task] = []
-        for entry in builder.tasks(plan):
-            if isinstance(entry, Outcome):
-                _take(entry, plan, records, report, counts, on_outcome)
-            else:
-                tasks.append(entry)
-        for outcome in executor.run(tasks):
-            _take(outcome, plan, records, report, counts, on_outcome)
-            if fail_fast and outcome.status == "failed":
-                break
-        if counts["failed"] or counts["skipped"]:
-            failed_stages.add(plan.qname)
+    try:
+        for plan in plans:
+            counts = report.counts.setdefault(plan.qname, Counter())
+            blocked = [p for p in producers(model, plan.qname) if p in failed_stages]
+            if blocked or (fail_fast and report.failures):
+                report.not_started.append(plan.qname)
+                failed_stages.add(plan.qname)
+                if blocked:
+                    log.warning("%s: not started, because %s failed", plan.qname, ", ".join(blocked))
+                continue
+            fp = fingerprints[plan.qname]
+            tasks: dict[str, Task] = {}
+            for entry in builder.tasks(plan, fp):
+                if isinstance(entry, Outcome):
+                    _take(entry, None, fp, plan, records, report, counts, on_outcome)
+                else:
+                    tasks[entry.key] = entry
+            if tasks:
+                log.info("%s: %d item%s to run", plan.qname, len(tasks), "" if len(tasks) == 1 else "s")
+            for outcome in executor.run(list(tasks.values())):
+                _take(outcome, tasks.get(outcome.key), fp, plan, records, report, counts, on_outcome)
+                records.flush_if_due()
+                if fail_fast and outcome.status == "failed":
+                    break
+            if counts["failed"] or counts["skipped"]:
+                failed_stages.add(plan.qname)
+    except KeyboardInterrupt:
+        report.interrupted = True
+        raise
+    finally:
+        records.flush()
     return report
 
 
 def _take(
     outcome: Outcome,
+    task: Task | None,
+    fp: StageFingerprint,
     plan: StagePlan,
-    records: Records,
+    records: StateRecords,
     report: RunReport,
     counts: Counter[str],
     on_outcome: Callable[[Outcome], None] | None,
 ) -> None:
     counts[outcome.status] += 1
-    if outcome.status != "skipped":
-        records.put([outcome])
+    if outcome.status in ("done", "failed", "rejected"):
+        records.put(outcome, task, fp)
     if outcome.status == "failed":
         tags = item_label(dict(zip(plan.node.dims, json.loads(outcome.key), strict=True)))
         report.failures.append(Failure(outcome.stage, tags, outcome.reason or "failed", outcome.error))

@@ -1,53 +1,99 @@
-"""What is known about items that ran: their status, reason and metadata.
+"""The coordinator's view of the state store: item records per stage, and recording outcomes.
 
-The runner talks to records through this small interface so the SQLite state store can take
-the place of the in-memory one without the runner changing.
+Only the coordinator writes records. Records are buffered and committed in batches at most a
+fraction of a second old (``BatchWriter``), so a killed run loses at most the items in flight.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+import socket
+from collections.abc import Iterable, Mapping
+from typing import Any
 
-from stagewise.run.task import Outcome
+from stagewise.run.freshness import FileIndex, StageFingerprint
+from stagewise.run.task import Outcome, Task
+from stagewise.state.filehash import CachedStat, StatKey, StatRow
+from stagewise.state.records import ItemRecord
+from stagewise.state.store import StateStore
 
-__all__ = ["ItemState", "MemoryRecords", "Records"]
-
-
-@dataclass(frozen=True)
-class ItemState:
-    """The recorded state of one item."""
-
-    status: str
-    reason: str | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
-    error: str | None = None
+__all__ = ["BatchedStats", "StateRecords"]
 
 
-class Records(Protocol):
-    """Where the coordinator records outcomes and looks up upstream items."""
+class BatchedStats:
+    """The state store as a stat cache whose writes go through the batch writer."""
 
-    def stage(self, qname: str) -> dict[str, ItemState]:
-        """Every recorded item of a stage, by key."""
-        ...
+    def __init__(self, store: StateStore) -> None:
+        self.store = store
 
-    def put(self, outcomes: Iterable[Outcome]) -> None:
-        """Record finished items."""
-        ...
+    def get_stats(self, root: str, relpaths: Iterable[str] | None = None) -> dict[str, CachedStat]:
+        """Cached entries of a root."""
+        return self.store.get_stats(root, relpaths)
+
+    def put_stats(self, rows: Iterable[StatRow]) -> None:
+        """Buffer entries; they are committed with the next batch of records."""
+        self.store.writer.add_stats(rows)
 
 
-class MemoryRecords:
-    """Records kept in memory for the life of a ``Pipeline`` object."""
+class StateRecords:
+    """Item records of one output root, cached per stage for the length of a run.
 
-    def __init__(self) -> None:
-        self._stages: dict[str, dict[str, ItemState]] = {}
+    Args:
+        store: the open state store.
+        index: file digests through the stat cache (its writes go to the same store).
+        run_id: the run recorded in every new record.
+    """
 
-    def stage(self, qname: str) -> dict[str, ItemState]:
-        """Every recorded item of a stage, by key."""
-        return self._stages.setdefault(qname, {})
+    def __init__(self, store: StateStore, index: FileIndex, run_id: str | None = None) -> None:
+        self.store = store
+        self.index = index
+        self.run_id = run_id
+        self.host = socket.gethostname()
+        self._stages: dict[str, dict[str, ItemRecord]] = {}
 
-    def put(self, outcomes: Iterable[Outcome]) -> None:
-        """Record finished items."""
-        for o in outcomes:
-            self.stage(o.stage)[o.key] = ItemState(o.status, o.reason, dict(o.meta), o.error)
+    def stage(self, qname: str) -> dict[str, ItemRecord]:
+        """Every recorded item of a stage, by key (read once, then kept up to date in memory)."""
+        records = self._stages.get(qname)
+        if records is None:
+            records = self._stages[qname] = self.store.get_items(qname)
+        return records
+
+    def put(self, outcome: Outcome, task: Task | None, fp: StageFingerprint) -> ItemRecord:
+        """Record a finished (done, failed or rejected) item and its output fingerprints."""
+        outputs: dict[str, tuple[str, str]] = {}
+        for name, out in outcome.outputs.items():
+            root, rel = self.index.locate(out.path)
+            outputs[name] = (rel, out.digest)
+            if root != "/":
+                self.index.files.record(root, rel, out.digest, StatKey(*out.stat), out.hashed_at_ns)
+        inputs: Mapping[str, Any] = task.inputs_fp if task is not None else {}
+        record = ItemRecord(
+            stage=outcome.stage,
+            key=outcome.key,
+            status=outcome.status,  # type: ignore[arg-type]
+            code_fp=fp.code.digest,
+            params_hash=fp.params_hash,
+            code_parts=fp.code.parts,
+            params=fp.params,
+            inputs=dict(inputs),
+            outputs=outputs,
+            meta=dict(outcome.meta),
+            reason=outcome.reason,
+            error=outcome.error,
+            started=outcome.started,
+            duration=outcome.duration,
+            host=self.host,
+            run_id=self.run_id,
+        )
+        self.stage(outcome.stage)[outcome.key] = record
+        self.store.writer.add_items([record])
+        return record
+
+    def flush(self) -> None:
+        """Commit everything buffered (records and stat-cache rows)."""
+        self.index.files.flush()
+        self.store.writer.flush()
+
+    def flush_if_due(self) -> None:
+        """Commit if the oldest buffered record is old enough (called while waiting for results)."""
+        self.index.files.flush()
+        self.store.writer.flush_if_due()

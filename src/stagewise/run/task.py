@@ -10,9 +10,9 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
-__all__ = ["InputSpec", "Outcome", "OutputSpec", "Task", "item_key", "item_label"]
+__all__ = ["InputSpec", "Outcome", "OutputFile", "OutputSpec", "Task", "item_key", "item_label"]
 
 
 def item_key(values: Sequence[Any]) -> str:
@@ -66,6 +66,8 @@ class Task:
         params: the stage's resolved parameters.
         params_key: a canonical text of ``params`` (class stages keep one instance per value).
         meta: upstream stage -> metadata of the item this one depends on.
+        inputs_fp: digest of each input, recorded with the item (the coordinator keeps it).
+        reasons: why the item runs (``new``, ``parameters changed: x``...).
     """
 
     stage: str
@@ -77,6 +79,18 @@ class Task:
     params: Mapping[str, Any]
     params_key: str = ""
     meta: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    inputs_fp: Mapping[str, str | None] = field(default_factory=dict)
+    reasons: tuple[str, ...] = ()
+
+
+class OutputFile(NamedTuple):
+    """An output as written by the worker, fingerprinted while the data was hot in the cache."""
+
+    path: str
+    digest: str
+    stat: tuple[int, int, int, int]
+    """``(size, mtime_ns, ino, ctime_ns)`` after the final rename."""
+    hashed_at_ns: int
 
 
 @dataclass
@@ -86,22 +100,22 @@ class Outcome:
     Attributes:
         stage: the stage's qualified name.
         key: the item key.
-        status: ``done``, ``failed`` or ``rejected``; ``skipped`` (never recorded) when an
-            item it reads failed.
+        status: ``done``, ``failed`` or ``rejected``; never recorded: ``skipped`` when an
+            item it reads failed, ``uptodate`` when it need not run.
         reason: why it was rejected, or the one-line error.
         error: the formatted traceback of a failure.
         meta: the item's metadata (``Result(meta=...)``).
-        outputs: output name -> the path written.
+        outputs: output name -> the file written, with its digest.
         started: wall-clock start (``time.time()``).
         duration: seconds spent on the item.
     """
 
     stage: str
     key: str
-    status: Literal["done", "failed", "rejected", "skipped"]
+    status: Literal["done", "failed", "rejected", "skipped", "uptodate", "pending"]
     reason: str | None = None
     error: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
-    outputs: dict[str, str] = field(default_factory=dict)
+    outputs: dict[str, OutputFile] = field(default_factory=dict)
     started: float = 0.0
     duration: float = 0.0

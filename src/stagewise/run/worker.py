@@ -7,6 +7,7 @@ so it only uses the task it is given and never touches the state store.
 from __future__ import annotations
 
 import inspect
+import os
 import threading
 import time
 import traceback
@@ -14,12 +15,13 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from stagewise.errors import StageError
-from stagewise.handlers import write_atomic
+from stagewise.handlers import handler_fingerprint, write_atomic
 from stagewise.model.handles import Collection, Lazy, Out, OutputHandle, read_asset, resolve_handler
 from stagewise.model.item import Item
 from stagewise.model.results import REJECT, Reject, Result
 from stagewise.model.stage import Stage
-from stagewise.run.task import InputSpec, Outcome, Task
+from stagewise.run.task import InputSpec, Outcome, OutputFile, OutputSpec, Task
+from stagewise.state.filehash import hash_file
 
 __all__ = ["execute", "execute_many"]
 
@@ -57,7 +59,7 @@ def execute(task: Task) -> Outcome:
     return outcome
 
 
-def _run(task: Task) -> tuple[dict[str, Any], dict[str, str]]:
+def _run(task: Task) -> tuple[dict[str, Any], dict[str, OutputFile]]:
     stage: Stage = task.stage_ref
     signature = stage.signature
     data = {name: _arrive(spec) for name, spec in task.inputs.items()}
@@ -87,7 +89,18 @@ def _run(task: Task) -> tuple[dict[str, Any], dict[str, str]]:
             outputs = _apply_hooks(stage.post, outputs, task.params, "post", stage)
         for name, value in outputs.items():
             write_atomic(resolve_handler(task.outputs[name].handler), task.outputs[name].path, value)
-    return meta, {name: str(spec.path) for name, spec in task.outputs.items()}
+    return meta, {name: _fingerprint(spec) for name, spec in task.outputs.items()}
+
+
+def _fingerprint(spec: OutputSpec) -> OutputFile:
+    """Digest an output just written (still in the page cache), so the coordinator never re-reads it."""
+    hashed_at = time.time_ns()
+    handler = resolve_handler(spec.handler)
+    digest = handler_fingerprint(handler, spec.path) or hash_file(spec.path)
+    st = os.stat(spec.path)
+    return OutputFile(
+        str(spec.path), digest, (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns), hashed_at
+    )
 
 
 def _arrive(spec: InputSpec) -> Any:

@@ -1,0 +1,1 @@
+"""Persistence: the SQLite state store, file digests with their stat cache, and the run lock."""
