@@ -83,7 +83,9 @@ def _template_problems(model: PipelineModel) -> list[Problem]:
                             stage=qname,
                         )
                     )
-            missing = [d for d in node.dims if d not in template.fields]
+            missing = [
+                d for d in node.dims if d not in template.fields and d in dims
+            ]  # unknown dims: reported once
             if missing:
                 fields = ", ".join("{" + d + "}" for d in missing)
                 problems.append(

@@ -39,6 +39,7 @@ class StageStatus:
     would_run: int = 0
     pending: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
+    rejected_reasons: Counter[str] = field(default_factory=Counter)
 
     def as_dict(self) -> dict[str, object]:
         """Plain data for ``--format json``."""
@@ -46,6 +47,7 @@ class StageStatus:
             "stage": self.stage, "total": self.total, "done": self.done, "stale": self.stale,
             "missing": self.missing, "failed": self.failed, "rejected": self.rejected,
             "would_run": self.would_run, "pending": self.pending, "reasons": dict(self.reasons),
+            "rejected_reasons": dict(self.rejected_reasons),
         }  # fmt: skip
 
 
@@ -90,6 +92,7 @@ def _count_outcome(status: StageStatus, entry: Outcome, record: object, mine: se
     if entry.status == "uptodate":
         if recorded == "rejected":
             status.rejected += 1
+            status.rejected_reasons[getattr(record, "reason", None) or "rejected"] += 1
         else:
             status.done += 1
     elif entry.status == "pending":
@@ -101,7 +104,7 @@ def _count_outcome(status: StageStatus, entry: Outcome, record: object, mine: se
     elif entry.status == "rejected":
         status.rejected += 1
         mine.add(entry.key)
-        status.reasons[entry.reason or "rejected"] += 1
+        status.rejected_reasons[entry.reason or "rejected"] += 1
     elif entry.status == "skipped":
         status.failed += 1
         status.reasons[entry.reason or "upstream failed"] += 1

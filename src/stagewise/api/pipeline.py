@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -83,7 +84,13 @@ class Pipeline:
 
     def check(self, params: Mapping[str, Any] | None = None) -> list[Problem]:
         """Every problem ``stagewise check`` would report (errors and warnings)."""
-        return self.session(params).problems()
+        from stagewise.api.session import missing_source_warnings
+
+        session = self.session(params)
+        problems = session.problems()
+        if not any(p.severity == "error" for p in problems):
+            problems += missing_source_warnings(session)
+        return problems
 
     def run(
         self,
@@ -91,7 +98,7 @@ class Pipeline:
         *,
         params: Mapping[str, Any] | None = None,
         jobs: int | None = None,
-        executor: str | Executor = "serial",
+        executor: str | Executor = "local",
         force: bool = False,
         where: Sequence[str] | Mapping[str, Any] = (),
         output: str | Path | None = None,
@@ -102,13 +109,15 @@ class Pipeline:
         Args:
             selectors: stage selectors, as on the command line (``"clean"``, ``"+summarize"``).
             params: parameter values, flat (``{"clean.threshold": 2}``) or nested.
-            jobs: parallel items.
-            executor: ``serial`` (default here), ``threads``, or an executor object.
+            jobs: parallel items (default: the usable CPUs).
+            executor: ``local`` (processes, the default), ``serial`` (in-process, pdb works),
+                ``threads``, or an executor object.
             force: rerun selected stages even if up to date.
             where: item filters, ``["split=test", "sim=0:4"]`` or ``{"split": "test"}``.
             output: another output root for this run.
             fail_fast: stop at the first failed item.
         """
+        _refuse_inside_worker()
         if isinstance(selectors, str):
             selectors = [selectors]
         if isinstance(where, Mapping):
@@ -186,6 +195,19 @@ class Pipeline:
         return f"<Pipeline {self.name}: {', '.join(self._model.nodes)}>"
 
 
+def _refuse_inside_worker() -> None:
+    """A worker process importing the user's script must not start a run of its own."""
+    import multiprocessing
+    import sys
+
+    main = sys.modules.get("__main__")
+    if multiprocessing.parent_process() is not None and getattr(main, "__name__", "") == "__mp_main__":
+        raise ConfigError(
+            "Pipeline.run() was called while a worker process imported your script",
+            hint='put the run under `if __name__ == "__main__":` (worker processes import the script)',
+        )
+
+
 class AssetView:
     """The files of one asset: ``read``/``path`` for one item, ``items`` for those that exist."""
 
@@ -224,12 +246,16 @@ class AssetView:
         free = [d for d in self.dims if d not in tags]
         splits = self._model.nodes[self._link.producer].stage.splits if self._link.producer else None
         handler = self._paths.handler(self._link)
+        found = []
         for values in self._model.dims.enumerate(self.dims, splits=splits, where=where):
             full = dict(zip(self.dims, values, strict=True))
             path = self._paths.path(self._link, full)
             if path.exists():
                 key = full[free[0]] if len(free) == 1 else tuple(full[d] for d in free)
-                yield key, Lazy(path, handler)
+                found.append((key, Lazy(path, handler)))
+        with contextlib.suppress(TypeError):  # ordered by tag values, like input collections
+            found.sort(key=lambda entry: entry[0])
+        yield from found
 
     def __repr__(self) -> str:
         return f"<asset {self._link.ref} over ({', '.join(self.dims)})>"

@@ -39,7 +39,7 @@ class RunOptions:
     selectors: Sequence[str] = ()
     layers: Sequence[Layer] = ()
     jobs: int | None = None
-    executor: str | Executor = "serial"
+    executor: str | Executor = "local"
     force: bool = False
     where: Sequence[str] = ()
     output: str | Path | None = None
@@ -55,7 +55,15 @@ def file_layer(model: PipelineModel) -> Layer:
         for key, value in group.params.items():
             values[f"{name}.{key}"] = value
     values.update(flatten_params(model.params, model))
-    return Layer("file", values, place=model.place)
+    keys = {key: model.param_places.get(key, "") for key in values}
+    keys.update(
+        {
+            f"{name}.{key}": f"groups.{name}.params.{key}"
+            for name, g in model.groups.items()
+            for key in g.params
+        }
+    )
+    return Layer("file", values, place=model.place, keys={k: v for k, v in keys.items() if v})
 
 
 def with_output(model: PipelineModel, output: str | Path | None) -> PipelineModel:
@@ -78,6 +86,17 @@ class Session:
     def problems(self) -> list[Problem]:
         """Every problem of the pipeline, parameters included."""
         return validate_model(self.model, self.param_problems)
+
+    def require_readable(self) -> None:
+        """Raise when the pipeline itself is broken (not merely a parameter): nothing can be planned."""
+        from stagewise.model.graph import find_cycle
+
+        problems = [p for p in self.model.problems if p.severity == "error"]
+        cycle = find_cycle(self.model)
+        if cycle:
+            problems.append(Problem(self.model.place, f"the stages form a cycle: {' -> '.join(cycle)}"))
+        if problems:
+            raise ValidationError(problems)
 
     def select(self, selectors: Sequence[str]) -> Selection:
         """Resolve stage selectors."""
@@ -119,6 +138,8 @@ class Session:
         roots = {"output": self.model.output, "base": self.model.base_dir}
         roots.update({f"paths.{name}": root for name, root in self.model.paths.items()})
         files = FileFingerprinter(BatchedStats(store), roots)
+        for root in roots:
+            files.preload(root)  # one query per root instead of one per file
         return StateRecords(store, FileIndex(self.model, files), run_id)
 
     def run(self, options: RunOptions, selection: Selection) -> RunReport:
@@ -138,10 +159,12 @@ class Session:
             with self.open_store() as store:
                 run_id = _new_run_id()
                 _clean_after_crash(store, self.model.output)
+                store.close_unfinished_runs()
                 store.start_run(
                     run_id, command=options.extra.get("command", "run"), selection=selection.stages
                 )
                 records = self.records(store, run_id)
+                self._warn_stale_producers(selection.stages, records)
                 outcome = "interrupted"
                 try:
                     report = run_plans(
@@ -162,12 +185,36 @@ class Session:
             if isinstance(options.executor, str):
                 executor.close()
 
+    def _warn_stale_producers(self, selected: Sequence[str], records: StateRecords) -> None:
+        """Inputs from unselected stages are used as they are; say so when those stages are stale."""
+        from stagewise.api.explain import stage_statuses
+        from stagewise.model.graph import producers
+
+        chosen = set(selected)
+        outside = sorted({p for q in selected for p in producers(self.model, q) if p not in chosen})
+        if not outside:
+            return
+        plans = self.plan_all(outside)
+        for status in stage_statuses(self, plans, self.fingerprints(plans), records):
+            count = status.stale + status.missing + status.failed
+            if count:
+                why = "; ".join(r for r, _ in status.reasons.most_common(2))
+                log.warning(
+                    "warning: %s is not selected and %d of its items are out of date (%s); "
+                    "running on the outputs that exist (select +%s to update it)",
+                    status.stage,
+                    count,
+                    why,
+                    selected[0],
+                )
+
 
 def _new_run_id() -> str:
-    import os
+    """``20261122-041204-3fa9``: sortable by start time, unique within the output root."""
+    import secrets
     import time
 
-    return time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
 
 
 def _clean_after_crash(store: StateStore, output: Path) -> None:
@@ -188,7 +235,9 @@ def _clean_after_crash(store: StateStore, output: Path) -> None:
 def _executor(options: RunOptions) -> Executor:
     if not isinstance(options.executor, str):
         return options.executor
-    jobs = options.jobs if options.jobs is not None else 1
+    from stagewise.run.cpus import usable_cpus
+
+    jobs = options.jobs if options.jobs is not None else usable_cpus()
     if jobs < 1:
         raise ConfigError(f"--jobs {jobs}: expected a number of parallel items >= 1")
     return get_executor(options.executor, jobs)

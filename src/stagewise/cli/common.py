@@ -59,8 +59,7 @@ def split_overrides(argv: Sequence[str]) -> tuple[list[str], tuple[tuple[str, st
 
 def add_pipeline_flags(parser: argparse.ArgumentParser, *, script: bool) -> None:
     """TARGET and the flags every command that reads a pipeline takes."""
-    words = "[SELECTORS ...]" if script else "[TARGET] [SELECTORS ...]"
-    parser.add_argument("words", nargs="*", metavar=words, help=(
+    parser.add_argument("words", nargs="*", metavar="TARGET/SELECTOR", help=(
         "" if script else "TARGET: a pipeline .yaml or file.py[:name] (default pipeline.yaml); "
     ) + "SELECTORS: stage, group, group:stage, group:all, group:?, +stage, stage+")  # fmt: skip
     parser.add_argument("--output", metavar="DIR", help="the output root (overrides the pipeline's)")

@@ -60,5 +60,6 @@ def render(model: Any, fmt: str) -> str:
 def execute(args: argparse.Namespace) -> int:
     """Print the graph."""
     _, session, _ = load_session(args)
+    session.require_readable()
     print(render(session.model, args.format))
     return 0

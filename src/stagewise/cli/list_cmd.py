@@ -73,6 +73,7 @@ def describe(model: Any) -> dict[str, Any]:
 def execute(args: argparse.Namespace) -> int:
     """Print the pipeline's structure."""
     _, session, _ = load_session(args)
+    session.require_readable()
     data = describe(session.model)
     if args.format == "json":
         emit_json(data)

@@ -80,25 +80,45 @@ def main(argv: Sequence[str] | None = None, pipeline: Pipeline | None = None) ->
         pipeline: a pipeline bound by a script's ``pipeline.main()`` (then there is no TARGET).
     """
     args_list = list(sys.argv[1:] if argv is None else argv)
-    rest, overrides = split_overrides(args_list)
-    parser = build_parser(script=pipeline is not None)
-    wants_help = any(a in ("-h", "--help") for a in rest)
-    if wants_help and rest and rest[0] in ("run", "params", "check"):
-        from stagewise.cli.help import print_help_with_params
-
-        return print_help_with_params(parser, rest, overrides, pipeline)
-    args = parser.parse_args(rest)
-    args.overrides = OverrideArgs(overrides)
-    args.bound_pipeline = pipeline
-    _setup_logging(args.verbose, args.quiet)
+    verbose = any(a in ("-v", "--verbose") or (a.startswith("-v") and set(a[1:]) == {"v"}) for a in args_list)
     try:
-        code: int = args.handler(args)
-        return code
+        return _main(args_list, pipeline)
     except StagewiseError as exc:
-        if args.verbose:
+        if verbose:
             logging.getLogger("stagewise").exception("error")
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print("interrupted: what finished was recorded; run again to do the rest", file=sys.stderr)
         return 130
+
+
+def _main(args_list: list[str], pipeline: Pipeline | None) -> int:
+    rest, overrides = split_overrides(args_list)
+    parser = build_parser(script=pipeline is not None)
+    wants_help = any(a in ("-h", "--help") for a in rest)
+    if wants_help and rest and rest[0] in ("run", "params", "check", "status"):
+        from stagewise.cli.help import print_help_with_params
+
+        return print_help_with_params(parser, rest, overrides, pipeline)
+    args, unknown = parser.parse_known_args(rest)
+    if unknown:
+        _unknown_flags(parser, args.command, unknown)
+    args.overrides = OverrideArgs(overrides)
+    args.bound_pipeline = pipeline
+    args.argv = args_list
+    _setup_logging(args.verbose, args.quiet)
+    code: int = args.handler(args)
+    return code
+
+
+def _unknown_flags(parser: argparse.ArgumentParser, command: str, unknown: list[str]) -> None:
+    """Exit 2 naming the unknown flag, with the command's own usage and the closest flag."""
+    from stagewise._suggest import did_you_mean
+
+    sub = parser._subparsers._group_actions[0].choices[command]  # type: ignore[union-attr]
+    flags = [o for action in sub._actions for o in action.option_strings]
+    first = unknown[0].split("=", 1)[0]
+    hint = did_you_mean(first, flags)
+    extra = f" ({hint})" if hint else " (parameter overrides look like --stage.param VALUE)"
+    sub.error(f"unknown argument {first}{extra}")

@@ -36,6 +36,7 @@ def rows(session: Any, stages: list[str] | None = None) -> list[dict[str, Any]]:
                 "default": None if rp.spec.default is UNSET else to_plain(rp.spec.default),
                 "origin": rp.origin,
                 "help": rp.spec.help,
+                "required": rp.spec.required,
             })  # fmt: skip
     return out
 
@@ -43,8 +44,10 @@ def rows(session: Any, stages: list[str] | None = None) -> list[dict[str, Any]]:
 def execute(args: argparse.Namespace) -> int:
     """Print the parameter table (or JSON rows)."""
     _, session, selectors = load_session(args)
-    if session.param_problems:
-        raise ValidationError(session.param_problems)
+    session.require_readable()
+    fatal = [p for p in session.param_problems if "required parameter is not set" not in p.message]
+    if fatal:
+        raise ValidationError(fatal)
     stages = list(session.select(selectors).stages) if selectors else None
     data = rows(session, stages)
     if args.format == "json":
@@ -59,7 +62,7 @@ def execute(args: argparse.Namespace) -> int:
     ]
     for r, row in zip(data, table, strict=True):
         row[2] = "<required>" if r["origin"] == "unset" else repr(r["value"])
-        row[3] = "-" if r["default"] is None and r["origin"] == "unset" else repr(r["default"])
+        row[3] = "-" if r["required"] else repr(r["default"])
     widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(headers[:-1])]
     print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=False)) + "  help")
     for row in table:

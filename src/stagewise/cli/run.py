@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import TYPE_CHECKING
 
 from stagewise.cli.common import load_session
-from stagewise.run.coordinator import RunReport
+
+if TYPE_CHECKING:
+    from stagewise.run.coordinator import RunReport
 
 __all__ = ["add_arguments", "execute"]
 
@@ -17,9 +20,14 @@ log = logging.getLogger("stagewise")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of ``run``."""
     parser.add_argument(
-        "-j", "--jobs", type=int, metavar="N", help="parallel items (default: 1 with the serial executor)"
+        "-j", "--jobs", type=int, metavar="N", help="parallel items (default: the usable CPUs)"
     )
-    parser.add_argument("--executor", default="serial", metavar="NAME", help="serial (default), threads")
+    parser.add_argument(
+        "--executor",
+        default="local",
+        metavar="NAME",
+        help="local (processes, default), serial (in-process), threads",
+    )
     parser.add_argument("--force", action="store_true", help="rerun selected stages even if up to date")
     parser.add_argument(
         "--dry-run", action="store_true", help="print the plan (per stage, how many items would run) and exit"
@@ -105,7 +113,9 @@ def _summarise(report: RunReport, output: object) -> None:
 
 
 def _resume_hint(args: argparse.Namespace, report: RunReport) -> None:
-    words = " ".join(args.words)
+    import shlex
+
+    words = " ".join(shlex.quote(a) for a in args.argv[1:] if a not in ("--force", "--fail-fast"))
     print(
         f"{len(report.failures)} item(s) failed; fix and resume with: stagewise run {words}".rstrip(),
         file=sys.stderr,

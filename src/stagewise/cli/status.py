@@ -47,6 +47,7 @@ def execute(args: argparse.Namespace) -> int:
     from stagewise.api.explain import stage_statuses
 
     _, session, selectors = load_session(args)
+    session.require_readable()
     stages = session.select(selectors).stages
     plans = session.plan_all(stages)
     with session.open_store(readonly=True) as store:
@@ -70,4 +71,6 @@ def execute(args: argparse.Namespace) -> int:
         )
         if s.reasons:
             print(f"  why: {summarise_reasons(s.reasons)}")
+        if s.rejected_reasons:
+            print(f"  rejected: {summarise_reasons(s.rejected_reasons)}")
     return 0

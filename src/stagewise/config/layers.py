@@ -8,7 +8,7 @@ pipeline gives every stage's parameter values, each with the layer it came from.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from stagewise._suggest import did_you_mean
@@ -20,10 +20,20 @@ from stagewise.model.pipeline import Node, PipelineModel
 __all__ = [
     "Layer",
     "ResolvedParam",
+    "TextValue",
     "flatten_params",
     "param_key",
     "resolve_params",
 ]
+
+
+class TextValue(str):
+    """Text to parse by the parameter's declared type, as a command-line value is.
+
+    Values taken from the environment (``${env:NAME}``) are text even inside a YAML file.
+    """
+
+    __slots__ = ()
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,8 @@ class Layer:
     values: Mapping[str, Any]
     from_text: bool = False
     place: str = ""
+    keys: Mapping[str, str] = field(default_factory=dict)
+    """Where each key was written, when it was not written as is (``stages.train.params.epochs``)."""
 
 
 @dataclass(frozen=True)
@@ -158,24 +170,25 @@ def _apply_layer(
     resolved: dict[str, dict[str, ResolvedParam]],
     problems: list[Problem],
 ) -> None:
-    place = layer.place or layer.origin
     assigned: dict[tuple[str, str], tuple[Any, str]] = {}
     for key, raw in layer.values.items():
+        written = layer.keys.get(key)
+        place = f"{layer.place or layer.origin}: {written}" if written else (layer.place or layer.origin)
         targets, error = _targets(model, key)
         if error:
-            problems.append(Problem(place, f"{key}: {error}"))
+            problems.append(Problem(place, error if written else f"{key}: {error}"))
             continue
         for qname, param in targets:
             node = model.nodes[qname]
             if param not in node.stage.params:
                 hint = did_you_mean(param, node.stage.params)
-                problems.append(
-                    Problem(place, f"{key}: stage '{qname}' has no parameter '{param}'", hint, stage=qname)
-                )
+                what = f"stage '{qname}' has no parameter '{param}'"
+                problems.append(Problem(place, what if written else f"{key}: {what}", hint, stage=qname))
                 continue
             spec = node.stage.params[param]
             try:
-                value = convert(raw, spec, place=param_key(node, param), from_text=layer.from_text)
+                text = layer.from_text or isinstance(raw, TextValue)
+                value = convert(str(raw) if text else raw, spec, place=param_key(node, param), from_text=text)
             except ParameterError as exc:
                 problems.append(Problem(place, exc.message, exc.hint, stage=qname))
                 continue

@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from stagewise._suggest import did_you_mean
+from stagewise.config.layers import TextValue
 from stagewise.config.modules import collect_entries
-from stagewise.errors import ConfigError, Problem
+from stagewise.errors import ConfigError, Problem, ValidationError
 from stagewise.model.assets import Asset, as_asset
 from stagewise.model.group import Group
 from stagewise.model.pipeline import PipelineModel, build_model
@@ -79,9 +80,9 @@ def _interpolate(doc: dict[str, Any], place: str, problems: list[Problem]) -> di
             name, _, default = expr[4:].partition(",")
             name = name.strip()
             if name in os.environ:
-                return os.environ[name]
+                return TextValue(os.environ[name])
             if "," in expr:
-                return default.strip()
+                return TextValue(default.strip())
             problems.append(
                 Problem(
                     where, f"environment variable {name} is not set", f"give a default: ${{env:{name},VALUE}}"
@@ -114,6 +115,22 @@ def _interpolate(doc: dict[str, Any], place: str, problems: list[Problem]) -> di
     return {key: walk(value, f"{place}: {key}") for key, value in doc.items()}
 
 
+def _scalars_from_env(doc: dict[str, Any]) -> dict[str, Any]:
+    """Environment values in dims and splits are YAML scalars (``${env:NSIM,3}`` is 3)."""
+    import yaml
+
+    def parse(value: Any) -> Any:
+        if isinstance(value, TextValue):
+            return yaml.safe_load(str(value))
+        if isinstance(value, Mapping):
+            return {k: parse(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [parse(v) for v in value]
+        return value
+
+    return {k: parse(v) if k in ("dims", "splits") else v for k, v in doc.items()}
+
+
 def _unknown_keys(
     mapping: Any, allowed: tuple[str, ...], where: str, problems: list[Problem]
 ) -> dict[str, Any]:
@@ -139,6 +156,9 @@ def load_pipeline_file(path: str | Path) -> PipelineModel:
     place = str(path)
     problems: list[Problem] = []
     doc = _interpolate(_with_includes(path), place, problems)
+    if problems:
+        raise ValidationError(problems)  # later checks would only trip over the holes left behind
+    doc = _scalars_from_env(doc)
     doc = _unknown_keys(doc, TOP_KEYS, place, problems)
     base = path.absolute().parent
     stage_files = doc.get("stages_from") or []
@@ -148,7 +168,11 @@ def load_pipeline_file(path: str | Path) -> PipelineModel:
     problems += import_problems
     entries = _apply_groups(entries, doc.get("groups"), place, problems)
     entries = _apply_stage_overrides(entries, doc.get("stages"), place, problems)
-    params = _file_params(doc, place, problems)
+    places: dict[str, str] = {}
+    unknown = {
+        str(p.place).rsplit("stages.", 1)[-1] for p in problems if p.message.startswith("unknown stage")
+    }
+    params = _file_params(doc, place, problems, places, unknown)
     model = build_model(
         entries,
         sources=_mapping(doc, "sources", place, problems),
@@ -163,6 +187,7 @@ def load_pipeline_file(path: str | Path) -> PipelineModel:
         stage_files=files,
     )
     model.problems[:0] = problems
+    model.param_places = places
     return model
 
 
@@ -303,27 +328,38 @@ def _override_stage(stage: Stage, body: Mapping[str, Any], where: str, problems:
     return stage.with_changes(**changes) if changes else stage
 
 
-def _file_params(doc: Mapping[str, Any], place: str, problems: list[Problem]) -> dict[str, Any]:
+def _file_params(
+    doc: Mapping[str, Any],
+    place: str,
+    problems: list[Problem],
+    places: dict[str, str],
+    unknown_stages: set[str],
+) -> dict[str, Any]:
     """Every parameter value the file sets, as flat dotted keys (nested ``params`` kept for flattening)."""
     flat: dict[str, Any] = {}
     origins: dict[str, str] = {}
 
     def put(key: str, value: Any, where: str) -> None:
         if key in flat and flat[key] != value:
-            problems.append(Problem(where, f"{key} is also set in {origins[key]}, to a different value"))
+            problems.append(
+                Problem(f"{place}: {where}", f"{key} is also set in {origins[key]}, to a different value")
+            )
             return
         flat[key] = value
         origins[key] = where
+        places[key] = where
 
     for name, body in (doc.get("stages") or {}).items():
+        if name in unknown_stages:
+            continue  # reported once, as an unknown stage
         if isinstance(body, Mapping) and isinstance(body.get("params"), Mapping):
             for key, value in body["params"].items():
-                put(f"{name}.{key}".replace(":", "."), value, f"stages.{name}.params")
+                put(f"{name}.{key}".replace(":", "."), value, f"stages.{name}.params.{key}")
     # group params travel with the Group (Group.params), like group(params=) in Python
     top = doc.get("params") or {}
     if not isinstance(top, Mapping):
         problems.append(Problem(f"{place}: params", f"expected a mapping, got {top!r}"))
     else:
         for key, value in top.items():
-            put(str(key), value, "params")
+            put(str(key), value, f"params.{key}")
     return flat

@@ -9,10 +9,10 @@ from typing import Any
 
 __all__ = ["BUILTIN_TAGS", "RESERVED_NAMES", "Dims", "build_dims", "safe_tag_value_problem"]
 
-BUILTIN_TAGS = frozenset({"stage", "variant"})
-"""Template tags stagewise fills in itself."""
+BUILTIN_TAGS = frozenset({"stage"})
+"""Template tags stagewise fills in itself (``variant`` joins them with sweeps)."""
 
-RESERVED_NAMES = frozenset({"meta", "tags", "item", *BUILTIN_TAGS})
+RESERVED_NAMES = frozenset({"meta", "tags", "item", "variant", *BUILTIN_TAGS})
 """Names a user dim may not take."""
 
 

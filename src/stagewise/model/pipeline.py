@@ -74,6 +74,8 @@ class PipelineModel:
     """The pipeline file, or None for a Python pipeline (used in error places)."""
     stage_files: list[Path] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    param_places: dict[str, str] = field(default_factory=dict)
+    """Where the pipeline file sets each parameter (``stages.clean.params.threshold``)."""
     templates: dict[tuple[str, str], Template] = field(default_factory=dict)
     """(qname or "", output or source name) -> parsed template, for those that parse."""
 
@@ -103,9 +105,13 @@ class PipelineModel:
 
     def link_dims(self, link: Link) -> tuple[str, ...]:
         """The dims of the asset an input link points at."""
-        if link.producer is None:
-            return self.source_dims(link.name)
-        return self.nodes[link.producer].dims
+        if link.producer is not None:
+            return self.nodes[link.producer].dims
+        cache = self.__dict__.setdefault("_source_dims", {})
+        if link.name not in cache:
+            cache[link.name] = self.source_dims(link.name)
+        dims: tuple[str, ...] = cache[link.name]
+        return dims
 
     def link_asset(self, link: Link) -> Asset:
         """The asset an input link points at."""

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import inspect
 import re
+import sys
 import typing
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
 from stagewise.model.assets import Asset, as_asset
@@ -106,6 +107,46 @@ class Stage:
 
     def __repr__(self) -> str:
         return f"<stage {self.name}>"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle by reference to its module when it can be imported there, else by value.
+
+        By reference, a worker imports the stage's module (which also registers the handlers it
+        registers); a pipeline file's overrides travel as the changed fields. Stages defined in
+        ``__main__`` or a notebook travel by value (cloudpickle ships the function's code).
+        """
+        ref = _module_ref(self)
+        if ref is not None:
+            original = getattr(sys.modules[ref[0]], ref[1])
+            changes = {f: getattr(self, f) for f in _OVERRIDABLE if getattr(self, f) != getattr(original, f)}
+            return (_stage_from_module, (ref[0], ref[1], changes))
+        return (_stage_from_fields, ({f.name: getattr(self, f.name) for f in fields(self)},))
+
+
+_OVERRIDABLE = ("name", "inputs", "outputs", "splits")
+
+
+def _module_ref(stage: Stage) -> tuple[str, str] | None:
+    module_name = getattr(stage.fn, "__module__", None)
+    module = sys.modules.get(module_name or "")
+    if module is None or module_name == "__main__":
+        return None
+    for attr in (stage.fn.__name__, stage.name):
+        found = getattr(module, attr, None)
+        if isinstance(found, Stage) and found.fn is stage.fn:
+            return module_name, attr  # type: ignore[return-value]
+    return None
+
+
+def _stage_from_module(module: str, attr: str, changes: dict[str, Any]) -> Stage:
+    import importlib
+
+    stage = getattr(importlib.import_module(module), attr)
+    return stage.with_changes(**changes) if changes else stage  # type: ignore[no-any-return]
+
+
+def _stage_from_fields(values: dict[str, Any]) -> Stage:
+    return Stage(**values)
 
 
 def stage(

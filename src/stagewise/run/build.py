@@ -8,8 +8,8 @@ are final, so an upstream rerun that produced identical bytes stops the cascade 
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from stagewise.model.graph import upstream
@@ -41,6 +41,7 @@ class TaskBuilder:
         self.index: FileIndex = records.index
         self.force = force
         self.pending = pending
+        self._links: dict[Link, tuple[tuple[str, ...], Any]] = {}
         """When explaining (dry run, status): items of each stage that would or might rerun.
         Their consumers are ``pending``: early cutoff decides at run time."""
 
@@ -75,7 +76,7 @@ class TaskBuilder:
                     yield Outcome(node.qname, key, "uptodate")
                 continue
             outputs = {
-                name: OutputSpec(self.paths.path(link, tags), self.paths.handler(link))
+                name: OutputSpec(self.paths.path_str(link, tags), self.paths.handler(link))
                 for name, link in output_links.items()
             }
             reasons = ["forced"] if self.force else self._reasons(record, fp, inputs_fp, outputs)
@@ -106,12 +107,13 @@ class TaskBuilder:
     ) -> list[str]:
         if record is None:
             return ["new"]
-        rel = {name: self.index.locate(spec.path)[1] for name, spec in outputs.items()}
-        digests = (
-            {name: self.index.digest(spec.path) for name, spec in outputs.items()}
-            if record.status == "done"
-            else {}
-        )
+        rel: dict[str, str] = {}
+        digests: dict[str, str | None] = {}
+        done = record.status == "done"
+        for name, spec in outputs.items():
+            root, rel[name] = self.index.locate(spec.path)
+            if done:
+                digests[name] = self.index.digest_at(root, rel[name])
         return stale_reasons(record, fp, inputs_fp, digests, rel)
 
     def _inputs(
@@ -123,11 +125,16 @@ class TaskBuilder:
             specs[name], digests[name] = self._input(lazy, name, link, tags)
         return specs, digests
 
+    def _link_info(self, link: Link) -> tuple[tuple[str, ...], Any]:
+        info = self._links.get(link)
+        if info is None:
+            info = self._links[link] = (self.model.link_dims(link), self.paths.handler(link))
+        return info
+
     def _input(
         self, lazy: frozenset[str], name: str, link: Link, tags: dict[str, Any]
     ) -> tuple[InputSpec, str | None]:
-        dims = self.model.link_dims(link)
-        handler = self.paths.handler(link)
+        dims, handler = self._link_info(link)
         extra = [d for d in dims if d not in tags]
         if extra:
             entries = self._collection(link, dims, extra, tags)
@@ -137,7 +144,7 @@ class TaskBuilder:
                     raise _Blocked("pending", f"upstream may change: {link.producer}")
             digest = collection_digest((key, self.index.digest(path)) for key, path in entries)
             return InputSpec("many", handler, entries=tuple(entries)), digest
-        path = self.paths.path(link, tags)
+        path = self.paths.path_str(link, tags)
         if link.producer is not None:
             producer_key = item_key([tags[d] for d in dims])
             if self.pending is not None and producer_key in self.pending.get(link.producer, ()):
@@ -164,18 +171,18 @@ class TaskBuilder:
 
     def _collection(
         self, link: Link, dims: tuple[str, ...], extra: list[str], tags: dict[str, Any]
-    ) -> list[tuple[Any, Path]]:
+    ) -> list[tuple[Any, str]]:
         fixed = {d: frozenset([tags[d]]) for d in dims if d in tags}
         splits = self.model.nodes[link.producer].stage.splits if link.producer else None
         states = self.records.stage(link.producer) if link.producer else {}
-        entries: list[tuple[Any, Path]] = []
+        entries: list[tuple[Any, str]] = []
         for values in self.model.dims.enumerate(dims, splits=splits, where=fixed):
             full = dict(zip(dims, values, strict=True))
             state = states.get(item_key(values))
             if state is not None and state.status != "done":
                 continue
-            path = self.paths.path(link, full)
-            if state is None and not path.exists():
+            path = self.paths.path_str(link, full)
+            if state is None and not os.path.exists(path):
                 continue
             key = full[extra[0]] if len(extra) == 1 else tuple(full[d] for d in extra)
             entries.append((key, path))

@@ -75,7 +75,10 @@ class FileIndex:
 
     def digest(self, path: str | Path) -> str | None:
         """The digest of a file, or None when it is missing."""
-        rid, rel = self.locate(path)
+        return self.digest_at(*self.locate(path))
+
+    def digest_at(self, rid: str, rel: str) -> str | None:
+        """The digest of ``rel`` under root id ``rid`` (``/``: an absolute path outside the roots)."""
         if rid == "/":
             from stagewise.state.filehash import hash_file
 
@@ -117,24 +120,43 @@ def stale_reasons(
         return ["new"]
     if record.status == "failed":
         return ["previously failed"]
+    old_inputs = record.inputs or {}
+    recorded = record.outputs or {}
+    if (
+        record.code_fp == fp.code.digest
+        and record.params_hash == fp.params_hash
+        and old_inputs == inputs
+        and (
+            record.status != "done"
+            or all(
+                (old := recorded.get(name)) is not None and old[1] == digest and old[0] == output_paths[name]
+                for name, digest in outputs.items()
+            )
+        )
+    ):
+        return []  # the common case, checked without building any message
     reasons = []
     if record.code_fp != fp.code.digest:
         changed = changed_parts(record.code_parts or {}, fp.code.parts)
-        reasons.append("code changed: " + (", ".join(changed) if changed else "stage code"))
+        if "<version>" in changed:
+            changed.remove("<version>")
+            reasons.append("version changed")
+        if changed or not reasons:
+            reasons.append("code changed: " + (", ".join(changed) if changed else "stage code"))
     if record.params_hash != fp.params_hash:
-        old = record.params or {}
+        old_params = record.params or {}
         names = sorted(
-            k for k in set(old) | set(fp.params) if old.get(k, _MISSING) != fp.params.get(k, _MISSING)
+            k
+            for k in set(old_params) | set(fp.params)
+            if old_params.get(k, _MISSING) != fp.params.get(k, _MISSING)
         )
         reasons.append("parameters changed: " + (", ".join(names) if names else "values"))
-    old_inputs = record.inputs or {}
     changed_inputs = sorted(
         name for name in set(old_inputs) | set(inputs) if old_inputs.get(name) != inputs.get(name)
     )
     if changed_inputs:
         reasons.append("input changed: " + ", ".join(changed_inputs))
     if record.status == "done":
-        recorded = record.outputs or {}
         for name, digest in outputs.items():
             old_out = recorded.get(name)
             if digest is None:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from stagewise.model.pipeline import Link, PipelineModel
-from stagewise.model.templates import Template
+from stagewise.model.templates import Template, resolve_str
 from stagewise.validate import asset_handler_name
 
 __all__ = ["AssetPaths"]
@@ -19,8 +19,10 @@ class AssetPaths:
     def __init__(self, model: PipelineModel) -> None:
         self.model = model
         self._paths = {name: str(root) for name, root in model.paths.items()}
-        self._roots = model.allowed_roots()
-        self._source_roots = [model.base_dir, *self._roots]
+        self._roots = tuple(str(r) for r in model.allowed_roots())
+        self._source_roots = (str(model.base_dir), *self._roots)
+        self._base, self._output = str(model.base_dir), str(model.output)
+        self._tag_names = {q: n.tag_name for q, n in model.nodes.items()}
         self._handlers: dict[tuple[str, str], Any] = {}
 
     def template(self, link: Link) -> Template:
@@ -37,15 +39,17 @@ class AssetPaths:
 
     def path(self, link: Link, tags: Mapping[str, Any]) -> Path:
         """The file of ``link`` for an item with ``tags`` (extra tags are ignored)."""
+        return Path(self.path_str(link, tags))
+
+    def path_str(self, link: Link, tags: Mapping[str, Any]) -> str:
+        """The file of ``link`` as a string (the hot path of planning: no ``Path`` objects)."""
         template = self.template(link)
         if link.producer is None:
-            return template.path(
-                tags, paths=self._paths, default_root=self.model.base_dir, allowed_roots=self._source_roots
-            )
-        node = self.model.nodes[link.producer]
-        full = {**tags, "stage": node.tag_name}
-        return template.path(
-            full, paths=self._paths, default_root=self.model.output, allowed_roots=self._roots
+            rendered = template.render(tags, self._paths)
+            return resolve_str(rendered, default_root=self._base, allowed_roots=self._source_roots)
+        full = {**tags, "stage": self._tag_names[link.producer]}
+        return resolve_str(
+            template.render(full, self._paths), default_root=self._output, allowed_roots=self._roots
         )
 
     def output_link(self, qname: str, output: str) -> Link:

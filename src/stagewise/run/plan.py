@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,23 +131,44 @@ def find_missing_inputs(
 ) -> list[MissingInput]:
     """Sources the selected items read, and per-item outputs of unselected stages, that are missing."""
     selected = {p.qname for p in plans}
-    checked: set[Path] = set()
+    checked: set[str] = set()
     found: list[MissingInput] = []
     for plan in plans:
         node = plan.node
         for input_name, link in node.links.items():
-            if link.producer in selected or any(d not in node.dims for d in model.link_dims(link)):
-                continue  # produced in this run, or a collection (which takes what exists)
+            if link.producer in selected:
+                continue  # produced in this run
+            if any(d not in node.dims for d in model.link_dims(link)):
+                # a collection takes what exists, but an unselected producer that has produced
+                # nothing at all is a forgotten stage, not an empty collection
+                if link.producer is not None and (nothing := _nothing_produced(model, link, paths)):
+                    found.append(MissingInput(node.qname, input_name, link, nothing))
+                continue
             missing: list[Path] = []
             for values in plan.items:
-                path = paths.path(link, dict(zip(node.dims, values, strict=True)))
+                path = paths.path_str(link, dict(zip(node.dims, values, strict=True)))
                 if path not in checked:
                     checked.add(path)
-                    if not path.exists():
-                        missing.append(path)
+                    if not os.path.exists(path):
+                        missing.append(Path(path))
             if missing:
                 found.append(MissingInput(node.qname, input_name, link, tuple(missing)))
     return found
+
+
+def _nothing_produced(model: PipelineModel, link: Link, paths: AssetPaths) -> tuple[Path, ...]:
+    """A few of the files a producer would write, when none of them exists; else ``()``."""
+    dims = model.link_dims(link)
+    producer = model.nodes[link.producer] if link.producer else None
+    splits = producer.stage.splits if producer else None
+    expected: list[Path] = []
+    for values in model.dims.enumerate(dims, splits=splits):
+        path = paths.path_str(link, dict(zip(dims, values, strict=True)))
+        if os.path.exists(path):
+            return ()
+        if len(expected) < 5:
+            expected.append(Path(path))
+    return tuple(expected)
 
 
 def describe_missing(model: PipelineModel, missing: MissingInput, limit: int = 5) -> str:

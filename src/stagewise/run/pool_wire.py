@@ -26,7 +26,7 @@ import sys
 import traceback
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import Any
+from typing import Any, TypeVar
 
 import cloudpickle
 
@@ -53,6 +53,7 @@ __all__ = [  # internal to the pool, except the exceptions that stagewise.run.po
 TRACEBACK_ATTR = "__stagewise_traceback__"  # the worker-side traceback text on future exceptions
 OK, ERR, READY, INIT_FAILED, STOP = b"o", b"e", b"r", b"i", b""  # message tags (1st byte)
 CANCEL = cf.CancelledError()  # in a settle list: cancel the future
+E = TypeVar("E", bound=BaseException)
 Settle = list[tuple[cf.Future[Any], BaseException | None, bytes]]  # (future, exception, reply)
 
 
@@ -66,10 +67,17 @@ class WorkerDied(Exception):
         traceback: the Python stack at a fatal signal (faulthandler), or None.
     """
 
-    pid: int | None = None
-    exitcode: int | None = None
-    signal_name: str | None = None
-    traceback: str | None = None
+    def __init__(
+        self,
+        message: str,
+        *,
+        pid: int | None = None,
+        exitcode: int | None = None,
+        signal_name: str | None = None,
+        traceback: str | None = None,
+    ) -> None:
+        super().__init__(message)  # pickles as (message,) plus __dict__: the keywords survive
+        self.pid, self.exitcode, self.signal_name, self.traceback = pid, exitcode, signal_name, traceback
 
 
 class RemoteError(Exception):
@@ -193,7 +201,8 @@ def drain(conn: Connection) -> list[bytes | None]:
 # --- coordinator side: turning replies and deaths into outcomes ----------------------------------
 
 
-def with_traceback(exc: BaseException, text: str) -> BaseException:
+def with_traceback(exc: E, text: str) -> E:
+    """``exc``, carrying the worker-side traceback ``text`` (attribute and ``__cause__``)."""
     with contextlib.suppress(Exception):
         setattr(exc, TRACEBACK_ATTR, text)
         exc.__cause__ = _RemoteTraceback(text)
@@ -224,8 +233,8 @@ def death(process: BaseProcess, fault: str | None) -> WorkerDied:
             text = f"worker process {pid} died with {name} ({what})"
     else:
         text = f"worker process {pid} exited with code {code}"
-    exc = WorkerDied(f"{text} while running this item")
-    exc.pid, exc.exitcode, exc.signal_name, exc.traceback = pid, code, name, fault
+    exc = WorkerDied(f"{text} while running this item", pid=pid, exitcode=code, signal_name=name)
+    exc.traceback = fault
     if fault:
         setattr(exc, TRACEBACK_ATTR, fault)
     return exc

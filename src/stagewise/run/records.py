@@ -6,6 +6,8 @@ fraction of a second old (``BatchWriter``), so a killed run loses at most the it
 
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -65,6 +67,8 @@ class StateRecords:
             outputs[name] = (rel, out.digest)
             if root != "/":
                 self.index.files.record(root, rel, out.digest, StatKey(*out.stat), out.hashed_at_ns)
+        if outcome.status == "rejected":
+            self._remove_old_outputs(outcome)
         inputs: Mapping[str, Any] = task.inputs_fp if task is not None else {}
         record = ItemRecord(
             stage=outcome.stage,
@@ -87,6 +91,16 @@ class StateRecords:
         self.stage(outcome.stage)[outcome.key] = record
         self.store.writer.add_items([record])
         return record
+
+    def _remove_old_outputs(self, outcome: Outcome) -> None:
+        """A rejected item has no outputs: files from an earlier, accepted run would mislead."""
+        old = self.stage(outcome.stage).get(outcome.key)
+        if old is None or old.status != "done":
+            return
+        for relpath, _digest in (old.outputs or {}).values():
+            path = os.path.join(self.index.files.roots["output"], relpath)
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
 
     def flush(self) -> None:
         """Commit everything buffered (records and stat-cache rows)."""

@@ -9,15 +9,17 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 __all__ = ["InputSpec", "Outcome", "OutputFile", "OutputSpec", "Task", "item_key", "item_label"]
 
 
+_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
+
+
 def item_key(values: Sequence[Any]) -> str:
     """The canonical key of an item: its tag values as compact JSON (``["train",3]``)."""
-    return json.dumps(list(values), separators=(",", ":"), default=str)
+    return _encode(list(values))
 
 
 def item_label(tags: Mapping[str, Any]) -> str:
@@ -39,16 +41,16 @@ class InputSpec:
 
     kind: Literal["one", "many"]
     handler: Any
-    path: Path | None = None
+    path: str | None = None
     lazy: bool = False
-    entries: tuple[tuple[Any, Path], ...] = ()
+    entries: tuple[tuple[Any, str], ...] = ()
 
 
 @dataclass(frozen=True)
 class OutputSpec:
     """Where one output goes and how it is written."""
 
-    path: Path
+    path: str
     handler: Any
 
 

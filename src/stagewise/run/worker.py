@@ -12,6 +12,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from stagewise.errors import StageError
@@ -51,12 +52,33 @@ def execute(task: Task) -> Outcome:
         outcome.status, outcome.reason = "rejected", exc.reason
     except Reject as exc:
         outcome.status, outcome.reason = "rejected", exc.reason
-    except Exception as exc:
+    except StageError as exc:  # the stage broke the contract: the message says it all
+        outcome.status, outcome.reason, outcome.error = "failed", exc.message, str(exc)
+    except Exception as exc:  # a failing item must not stop the others
         outcome.status = "failed"
         outcome.reason = f"{type(exc).__name__}: {exc}"
-        outcome.error = "".join(traceback.format_exception(exc))
+        outcome.error = user_traceback(exc)
     outcome.duration = time.perf_counter() - clock
     return outcome
+
+
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def user_traceback(exc: BaseException) -> str:
+    """The traceback without stagewise's own frames: the user's code is what they need to see."""
+    tb = traceback.TracebackException.from_exception(exc)
+    seen: set[int] = set()
+    todo = [tb]
+    while todo:
+        part = todo.pop()
+        if id(part) in seen:
+            continue
+        seen.add(id(part))
+        frames = [f for f in part.stack if not f.filename.startswith(_PACKAGE)]
+        part.stack = traceback.StackSummary.from_list(frames or list(part.stack))
+        todo += [t for t in (part.__cause__, part.__context__) if t is not None]
+    return "".join(tb.format())
 
 
 def _run(task: Task) -> tuple[dict[str, Any], dict[str, OutputFile]]:
@@ -68,7 +90,7 @@ def _run(task: Task) -> tuple[dict[str, Any], dict[str, OutputFile]]:
     kwargs: dict[str, Any] = dict(data)
     if signature.item:
         kwargs[signature.item] = Item(task.tags, task.meta)
-    handles = {name: OutputHandle(name, spec.path, spec.handler) for name, spec in task.outputs.items()}
+    handles = {name: OutputHandle(name, Path(spec.path), spec.handler) for name, spec in task.outputs.items()}
     out = Out(handles) if signature.out else None
     if signature.out:
         kwargs[signature.out] = out
@@ -88,7 +110,9 @@ def _run(task: Task) -> tuple[dict[str, Any], dict[str, OutputFile]]:
         if stage.post:
             outputs = _apply_hooks(stage.post, outputs, task.params, "post", stage)
         for name, value in outputs.items():
-            write_atomic(resolve_handler(task.outputs[name].handler), task.outputs[name].path, value)
+            spec = task.outputs[name]
+            label = spec.handler if isinstance(spec.handler, str) else None
+            write_atomic(resolve_handler(spec.handler), Path(spec.path), value, name=label)
     return meta, {name: _fingerprint(spec) for name, spec in task.outputs.items()}
 
 
@@ -96,7 +120,7 @@ def _fingerprint(spec: OutputSpec) -> OutputFile:
     """Digest an output just written (still in the page cache), so the coordinator never re-reads it."""
     hashed_at = time.time_ns()
     handler = resolve_handler(spec.handler)
-    digest = handler_fingerprint(handler, spec.path) or hash_file(spec.path)
+    digest = handler_fingerprint(handler, Path(spec.path)) or hash_file(spec.path)
     st = os.stat(spec.path)
     return OutputFile(
         str(spec.path), digest, (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns), hashed_at
@@ -109,15 +133,15 @@ def _arrive(spec: InputSpec) -> Any:
     assert spec.path is not None
     if spec.lazy:
         return Lazy(spec.path, spec.handler)
-    return read_asset(resolve_handler(spec.handler), spec.path)
+    return read_asset(resolve_handler(spec.handler), Path(spec.path))
 
 
 def _call_body(stage: Stage, task: Task, kwargs: dict[str, Any]) -> Any:
     if not stage.is_class:
         return stage.fn(**kwargs, **task.params)
-    cache: dict[tuple[str, str], Any] = getattr(_instances, "cache", None) or {}
+    cache: dict[tuple[str, int, str], Any] = getattr(_instances, "cache", None) or {}
     _instances.cache = cache
-    key = (task.stage, task.params_key)
+    key = (task.stage, id(stage.fn), task.params_key)  # a redefined class gets a new instance
     instance = cache.get(key)
     if instance is None:
         instance = stage.fn(**task.params)

@@ -262,6 +262,15 @@ class FileFingerprinter:
             result[rel] = one(root, rel, known)
         return result
 
+    def preload(self, root: str) -> None:
+        """Read every cached entry of ``root`` in one query (a run checks most of them anyway)."""
+        if root in self._loaded_all:
+            return
+        known = self._known.setdefault(root, {})
+        for rel, entry in self._cache.get_stats(root).items():
+            known.setdefault(rel, entry)
+        self._loaded_all.add(root)
+
     def record(self, root: str, relpath: str, digest: str, key: StatKey, hashed_at_ns: int) -> None:
         """Remember a digest computed elsewhere (by the worker that wrote the file).
 

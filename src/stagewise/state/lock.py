@@ -237,7 +237,10 @@ class RunLock:
                 ours = os.stat(self.path).st_ino == ino
             except FileNotFoundError:
                 ours = False
-        except BaseException:
+        except BaseException:  # disk full, interrupted: leave no empty lock file behind
+            with contextlib.suppress(OSError):
+                if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
+                    os.unlink(self.path)
             os.close(fd)
             raise
         if not ours:  # we stalled and our empty file was taken over: compete again

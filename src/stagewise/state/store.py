@@ -340,6 +340,15 @@ class StateStore:
                 (end, outcome, dumps_json(dict(summary or {})), run_id),
             )
 
+    def close_unfinished_runs(self, outcome: RunOutcome = "interrupted") -> int:
+        """Mark runs still ``running`` (their coordinator was killed) as ended; return how many.
+
+        Call it right after taking the run lock: no other run can be alive then.
+        """
+        with self._guard(write=True) as conn:
+            sql = "UPDATE runs SET outcome = ? WHERE outcome = 'running'"
+            return conn.execute(sql, (outcome,)).rowcount
+
     def list_runs(self) -> list[RunRecord]:
         """Return every run, oldest first."""
         with self._guard() as conn:

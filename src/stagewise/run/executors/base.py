@@ -37,10 +37,14 @@ def get_executor(name: str, jobs: int) -> Executor:
 
     if name == "serial":
         return SerialExecutor()
-    if name in ("threads", "local", "dask"):
-        # local processes and dask arrive with the parallel execution work; until then the
-        # thread pool is the parallel executor (exact same semantics as serial).
-        return ThreadExecutor(jobs) if jobs > 1 else SerialExecutor()
+    if name == "threads":
+        return ThreadExecutor(jobs)
+    if name == "local":
+        from stagewise.run.executors.local import LocalExecutor
+
+        return LocalExecutor(jobs)
+    if name == "dask":
+        raise ConfigError("--executor dask is not available yet", hint="use local, threads or serial")
     hint = did_you_mean(name, EXECUTORS)
     raise ConfigError(
         f"--executor {name!r}: unknown executor", hint=hint or f"choose one of {', '.join(EXECUTORS)}"

@@ -1,0 +1,95 @@
+"""The local executor: items run in a pool of worker processes that survives crashing items.
+
+Tiny items are sent in batches to keep the per-item overhead low; a batch whose worker died is
+split and its items rerun one at a time, so a crash fails only the item that caused it.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import sys
+from collections import deque
+from collections.abc import Iterable, Iterator
+
+from stagewise.run.pool import WorkerDied, WorkerPool
+from stagewise.run.task import Outcome, Task
+from stagewise.run.worker import execute_many
+
+__all__ = ["LocalExecutor"]
+
+_BATCH_MAX = 64
+
+
+def _init_worker(paths: list[str]) -> None:
+    """Give the worker the coordinator's import path (the pipeline's folder first)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the coordinator's to handle
+    for path in reversed(paths):
+        if path not in sys.path:
+            sys.path.insert(0, path)
+
+
+def _batches(tasks: list[Task], jobs: int) -> list[list[Task]]:
+    """Split tasks so each worker gets several batches (load balance) of at most 64 items."""
+    size = max(1, min(_BATCH_MAX, len(tasks) // (jobs * 8)))
+    return [tasks[i : i + size] for i in range(0, len(tasks), size)]
+
+
+class LocalExecutor:
+    """Run items in ``jobs`` worker processes.
+
+    Args:
+        jobs: worker processes.
+        memory_limit_bytes: a per-worker data limit (Linux), turning over-allocation into
+            ``MemoryError`` in the item instead of the out-of-memory killer.
+    """
+
+    def __init__(self, jobs: int, *, memory_limit_bytes: int | None = None) -> None:
+        self.jobs = max(1, jobs)
+        self._pool = WorkerPool(
+            self.jobs,
+            initializer=_init_worker,
+            initargs=(list(sys.path),),
+            memory_limit_bytes=memory_limit_bytes,
+        )
+
+    def run(self, tasks: Iterable[Task], *, max_parallel: int | None = None) -> Iterator[Outcome]:
+        """Run every task; yield outcomes as batches complete."""
+        todo = deque(_batches(list(tasks), self.jobs))
+        limit = max(1, min(self.jobs, max_parallel or self.jobs))
+        running: dict[cf.Future[list[Outcome]], list[Task]] = {}
+        try:
+            while todo or running:
+                while todo and len(running) < limit:
+                    batch = todo.popleft()
+                    running[self._pool.submit(execute_many, batch)] = batch
+                done, _ = cf.wait(running, timeout=0.2, return_when=cf.FIRST_COMPLETED)
+                for future in done:
+                    batch = running.pop(future)
+                    try:
+                        yield from future.result()
+                    except WorkerDied as exc:
+                        if len(batch) > 1:
+                            todo.extendleft([task] for task in reversed(batch))  # find the culprit
+                        else:
+                            yield _died(batch[0], exc)
+                if not done:
+                    yield from ()  # let the coordinator flush records while items run
+        finally:
+            for future in running:
+                future.cancel()
+
+    def close(self) -> None:
+        """Stop the workers."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def terminate(self) -> None:
+        """Kill the workers at once (Ctrl-C)."""
+        self._pool.terminate()
+
+
+def _died(task: Task, exc: WorkerDied) -> Outcome:
+    return Outcome(
+        task.stage, task.key, "failed", reason=str(exc), error=getattr(exc, "traceback", None) or str(exc)
+    )
