@@ -154,9 +154,7 @@ def test_conformance_check_catches_lossy_and_unstable_handlers(tmp_path: Path) -
 
 
 def test_exactly_equal_is_strict() -> None:
-    assert exactly_equal(
-        {"a": np.arange(2), "b": [1, (2, 3)]}, {"a": np.arange(2), "b": [1, (2, 3)]}
-    )
+    assert exactly_equal({"a": np.arange(2), "b": [1, (2, 3)]}, {"a": np.arange(2), "b": [1, (2, 3)]})
     assert exactly_equal(np.array([np.nan]), np.array([np.nan]))
     assert not exactly_equal({"a": 1, "b": 2}, {"b": 2, "a": 1})  # key order matters
     assert not exactly_equal(np.arange(2), np.arange(2.0))  # dtype matters
@@ -597,7 +595,5 @@ def test_importing_and_using_the_registry_imports_no_format_library() -> None:
         """
     )
     env = {**os.environ, "PYTHONPATH": str(SRC)}
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
-    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert done.stdout.strip() == ""

@@ -366,9 +366,7 @@ def test_missing_required_and_unknown_names() -> None:
         (None, type(None), None),
     ],
 )
-def test_convert_accepts_values_of_the_declared_type(
-    value: Any, annotation: Any, expected: Any
-) -> None:
+def test_convert_accepts_values_of_the_declared_type(value: Any, annotation: Any, expected: Any) -> None:
     result = convert(value, annotation, place="s.p")
     assert result == expected
     assert type(result) is type(expected)
@@ -437,9 +435,7 @@ def test_optional_literal_lists_none_among_the_options() -> None:
 def test_error_place_can_be_a_file_place() -> None:
     with pytest.raises(ParameterError) as excinfo:
         convert("abc", int, place="pipeline.yaml: stages.train.params.epochs")
-    assert (
-        str(excinfo.value) == "pipeline.yaml: stages.train.params.epochs: expected int, got 'abc'"
-    )
+    assert str(excinfo.value) == "pipeline.yaml: stages.train.params.epochs: expected int, got 'abc'"
 
 
 def test_convert_takes_a_paramspec() -> None:
@@ -524,9 +520,7 @@ def test_enum_error_hints_the_member_names() -> None:
         ("", Any, ""),
     ],
 )
-def test_convert_parses_text_by_the_declared_type(
-    text: str, annotation: Any, expected: Any
-) -> None:
+def test_convert_parses_text_by_the_declared_type(text: str, annotation: Any, expected: Any) -> None:
     result = convert(text, annotation, place="s.p", from_text=True)
     assert result == expected
     assert type(result) is type(expected)
