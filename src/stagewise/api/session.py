@@ -44,6 +44,7 @@ class RunOptions:
     where: Sequence[str] = ()
     output: str | Path | None = None
     fail_fast: bool = False
+    retries: int = 0
     dry_run: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -117,6 +118,26 @@ class Session:
         check_inputs_exist(self.model, plans, AssetPaths(self.model))
         return plans
 
+    def next_stage(self, selected: Sequence[str], where: Sequence[str] = ()) -> str | None:
+        """The first selected stage, in display order, with items to run and no work upstream."""
+        from stagewise.api.explain import stage_statuses
+        from stagewise.model.graph import upstream
+
+        involved = set(selected) | upstream(self.model, selected)
+        order = [q for q in self.model.nodes if q in involved]
+        plans = plan_stages(self.model, order, self.params, parse_where(self.model, where))
+        with self.open_store(readonly=True) as store:
+            statuses = {
+                s.stage: s for s in stage_statuses(self, plans, self.fingerprints(plans), self.records(store))
+            }
+        for qname in self.model.nodes:
+            status = statuses.get(qname)
+            if qname not in selected or status is None or not (status.would_run or status.pending):
+                continue
+            if all(not (statuses[u].would_run or statuses[u].pending) for u in upstream(self.model, [qname])):
+                return qname
+        return None
+
     def plan_all(self, selected: Sequence[str]) -> list[StagePlan]:
         """Every item of the given stages, without checking inputs (for ``status``)."""
         return plan_stages(self.model, selected, self.params)
@@ -175,6 +196,7 @@ class Session:
                         fingerprints,
                         force=options.force,
                         fail_fast=options.fail_fast,
+                        retries=options.retries,
                     )
                     outcome = "done" if report.ok else "failed"
                     return report

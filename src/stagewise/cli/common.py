@@ -97,16 +97,45 @@ def load_session(args: argparse.Namespace) -> tuple[Any, Any, list[str]]:
     pipeline = args.bound_pipeline or load_target(target)
     model = pipeline.model
     layers = []
+    settings: dict[str, Any] = {}
     for file in args.config:
         values = read_yaml(Path(file)) or {}
         if not isinstance(values, dict):
             raise ConfigError(f"{file}: a config file is a mapping of parameters")
-        values = {k: v for k, v in values.items() if k != "stagewise"}
+        settings.update(_run_settings(file, values.pop("stagewise", None), model.base_dir))
         layers.append(Layer(f"config:{file}", flatten_params(values, model), place=file))
     if args.overrides.pairs:
         layers.append(Layer("cli", dict(args.overrides.pairs), from_text=True, place="command line"))
-    session = Session(model, layers, args.output)
-    return pipeline, session, selectors
+    args.run_settings = settings
+    session = Session(model, layers, args.output or settings.get("output"))
+    return pipeline, session, selectors or list(settings.get("select") or [])
+
+
+RUN_KEYS = ("select", "output", "jobs", "executor")
+
+
+def _run_settings(file: str, block: Any, base: Path) -> dict[str, Any]:
+    """The reserved ``stagewise:`` key of a config file: selection, output, jobs (and executor)."""
+    from stagewise._suggest import did_you_mean
+
+    if block is None:
+        return {}
+    if not isinstance(block, dict):
+        raise ConfigError(f"{file}: stagewise: expected a mapping with {', '.join(RUN_KEYS)}")
+    for key in block:
+        if key not in RUN_KEYS:
+            hint = did_you_mean(str(key), RUN_KEYS) or f"known keys: {', '.join(RUN_KEYS)}"
+            raise ConfigError(f"{file}: stagewise.{key}: unknown key", hint=hint)
+    settings = dict(block)
+    if isinstance(settings.get("select"), str):
+        settings["select"] = [settings["select"]]
+    if settings.get("output") is not None:
+        out = Path(str(settings["output"])).expanduser()
+        settings["output"] = out if out.is_absolute() else base / out  # relative to the pipeline's folder
+    jobs = settings.get("jobs")
+    if jobs is not None and (not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1):
+        raise ConfigError(f"{file}: stagewise.jobs: expected a number >= 1, got {jobs!r}")
+    return settings
 
 
 def emit_json(data: Any) -> None:

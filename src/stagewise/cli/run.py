@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from stagewise.cli.common import load_session
 
@@ -24,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--executor",
-        default="local",
+        default=None,
         metavar="NAME",
         help="local (processes, default), serial (in-process), threads",
     )
@@ -45,6 +46,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="print each selected stage's resolved parameters before it runs",
     )
+    parser.add_argument(
+        "--retries", type=int, default=0, metavar="N", help="rerun a failed item up to N times"
+    )
+    parser.add_argument(
+        "--next", action="store_true", help="run only the next stage that has work and whose inputs are ready"
+    )
+    parser.add_argument(
+        "--save-config",
+        metavar="FILE",
+        help="write the parameters, selection, output and jobs to FILE, then run",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress display")
     parser.add_argument("--no-provenance", action="store_true", help="write no run record")
     parser.add_argument("--wait", action="store_true", help="wait for another run's lock instead of failing")
@@ -58,9 +70,25 @@ def execute(args: argparse.Namespace) -> int:
     selection = session.select(selectors)
     if selection.list_group:
         return _list_group(session, selection.list_group)
+    settings = args.run_settings
+    jobs = args.jobs if args.jobs is not None else settings.get("jobs")
+    executor = args.executor or settings.get("executor") or "local"
+    if args.save_config:
+        _save_config(args.save_config, session, selectors, jobs)
+        if args.dry_run:
+            print(f"wrote {args.save_config}")
+            return 0
+    if args.next:
+        chosen = session.next_stage(selection.stages, args.where)
+        if chosen is None:
+            print("nothing to do")
+            return 0
+        log.info("next: %s", chosen)
+        selection = type(selection)((chosen,))
     options = RunOptions(
-        selectors=selectors, jobs=args.jobs, executor=args.executor, force=args.force,
+        selectors=selectors, jobs=jobs, executor=executor, force=args.force,
         where=args.where, output=args.output, fail_fast=args.fail_fast, dry_run=args.dry_run,
+        retries=args.retries,
         extra={"wait": args.wait, "command": " ".join(["run", *args.words])},
     )  # fmt: skip
     if args.print_params:
@@ -76,6 +104,30 @@ def execute(args: argparse.Namespace) -> int:
         return 0
     _resume_hint(args, report)
     return 1
+
+
+def _save_config(file: str, session: Any, selectors: list[str], jobs: int | None) -> None:
+    """Write what repeats this run: every resolved parameter, then selection, output and jobs."""
+    import yaml
+
+    from stagewise.model.convert import to_plain
+    from stagewise.model.params import UNSET
+    from stagewise.run.cpus import usable_cpus
+
+    values: dict[str, Any] = {}
+    for params in session.params.values():
+        for rp in params.values():
+            if rp.value is not UNSET:
+                values[rp.key] = to_plain(rp.value)
+    output = session.model.output
+    try:
+        shown = str(output.relative_to(session.model.base_dir))
+    except ValueError:
+        shown = str(output)
+    values["stagewise"] = {"select": list(selectors), "output": shown, "jobs": jobs or usable_cpus()}
+    text = "# written by stagewise run --save-config; repeat with: stagewise run --config " + file + "\n"
+    Path(file).write_text(text + yaml.safe_dump(values, sort_keys=False), encoding="utf-8")
+    log.info("parameters saved to %s", file)
 
 
 def _list_group(session: object, group: str) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +60,7 @@ def run_plans(
     *,
     force: bool = False,
     fail_fast: bool = False,
+    retries: int = 0,
     on_outcome: Callable[[Outcome], None] | None = None,
 ) -> RunReport:
     """Run the planned stages in order; a stage whose upstream failed does not start.
@@ -90,11 +91,21 @@ def run_plans(
                     tasks[entry.key] = entry
             if tasks:
                 log.info("%s: %d item%s to run", plan.qname, len(tasks), "" if len(tasks) == 1 else "s")
-            for outcome in executor.run(list(tasks.values())):
-                _take(outcome, tasks.get(outcome.key), fp, plan, records, report, counts, on_outcome)
-                records.flush_if_due()
-                if fail_fast and outcome.status == "failed":
+            limit = parallel_limit(plan.node.stage.memory) if plan.node.stage.memory else None
+            for attempt in range(retries + 1):
+                again: dict[str, Task] = {}
+                for outcome in _run_tasks(executor, list(tasks.values()), limit):
+                    if outcome.status == "failed" and attempt < retries:
+                        again[outcome.key] = tasks[outcome.key]
+                        log.warning("%s: item failed (%s); retrying", plan.qname, outcome.reason)
+                        continue
+                    _take(outcome, tasks.get(outcome.key), fp, plan, records, report, counts, on_outcome)
+                    records.flush_if_due()
+                    if fail_fast and outcome.status == "failed":
+                        break
+                if not again or (fail_fast and report.failures):
                     break
+                tasks = again
             if counts["failed"] or counts["skipped"]:
                 failed_stages.add(plan.qname)
     except KeyboardInterrupt:
@@ -103,6 +114,23 @@ def run_plans(
     finally:
         records.flush()
     return report
+
+
+def parallel_limit(memory: int) -> int:
+    """How many items needing ``memory`` bytes each fit in the available memory (at least one)."""
+    from stagewise.run.cpus import available_memory_bytes
+
+    available = available_memory_bytes()
+    return max(1, available // memory) if available else 1
+
+
+def _run_tasks(executor: Executor, tasks: list[Task], limit: int | None) -> Iterator[Outcome]:
+    if limit is None:
+        return executor.run(tasks)
+    try:
+        return executor.run(tasks, max_parallel=limit)  # type: ignore[call-arg]
+    except TypeError:  # an executor without a parallelism limit
+        return executor.run(tasks)
 
 
 def _take(

@@ -17,8 +17,8 @@ EXECUTORS = ("serial", "threads", "local", "dask")
 class Executor(Protocol):
     """Runs tasks somewhere and yields their outcomes, in any order."""
 
-    def run(self, tasks: Iterable[Task]) -> Iterator[Outcome]:
-        """Run every task; yield each outcome as soon as it is known."""
+    def run(self, tasks: Iterable[Task], *, max_parallel: int | None = None) -> Iterator[Outcome]:
+        """Run every task, at most ``max_parallel`` at once; yield each outcome when known."""
         ...
 
     def close(self) -> None:

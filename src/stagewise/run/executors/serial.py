@@ -13,7 +13,7 @@ __all__ = ["SerialExecutor"]
 class SerialExecutor:
     """Run items in-process, in order. The reference semantics for every other executor."""
 
-    def run(self, tasks: Iterable[Task]) -> Iterator[Outcome]:
+    def run(self, tasks: Iterable[Task], *, max_parallel: int | None = None) -> Iterator[Outcome]:
         """Run each task in turn."""
         for task in tasks:
             yield execute(task)

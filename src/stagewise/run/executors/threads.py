@@ -17,14 +17,20 @@ class ThreadExecutor:
     def __init__(self, jobs: int) -> None:
         self._pool = cf.ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="stagewise")
 
-    def run(self, tasks: Iterable[Task]) -> Iterator[Outcome]:
-        """Submit every task and yield outcomes as they complete."""
-        futures = [self._pool.submit(execute, task) for task in tasks]
+    def run(self, tasks: Iterable[Task], *, max_parallel: int | None = None) -> Iterator[Outcome]:
+        """Submit tasks (at most ``max_parallel`` in flight) and yield outcomes as they complete."""
+        todo = list(tasks)
+        limit = max(1, max_parallel or len(todo) or 1)
+        running: set[cf.Future[Outcome]] = set()
         try:
-            for future in cf.as_completed(futures):
-                yield future.result()
+            while todo or running:
+                while todo and len(running) < limit:
+                    running.add(self._pool.submit(execute, todo.pop(0)))
+                done, running = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+                for future in done:
+                    yield future.result()
         finally:
-            for future in futures:
+            for future in running:
                 future.cancel()
 
     def close(self) -> None:
