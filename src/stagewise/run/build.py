@@ -42,6 +42,7 @@ class TaskBuilder:
         self.force = force
         self.pending = pending
         self._links: dict[Link, tuple[tuple[str, ...], Any]] = {}
+        self._roots = paths.roots()
         """When explaining (dry run, status): items of each stage that would or might rerun.
         Their consumers are ``pending``: early cutoff decides at run time."""
 
@@ -59,6 +60,7 @@ class TaskBuilder:
         ]
         records = self.records.stage(node.qname)
         output_links = {name: Link(node.qname, name) for name in node.stage.outputs}
+        handlers = {name: self.paths.handler(link) for name, link in output_links.items()}
         for values in plan.items:
             tags = dict(zip(node.dims, values, strict=True))
             key = item_key(values)
@@ -75,10 +77,10 @@ class TaskBuilder:
                 else:
                     yield Outcome(node.qname, key, "uptodate")
                 continue
-            outputs = {
-                name: OutputSpec(self.paths.path_str(link, tags), self.paths.handler(link))
-                for name, link in output_links.items()
-            }
+            outputs = {}
+            for name, link in output_links.items():
+                rid, rel = self.paths.locate(link, tags)
+                outputs[name] = OutputSpec(self._roots[rid] + os.sep + rel, handlers[name], rid, rel)
             reasons = ["forced"] if self.force else self._reasons(record, fp, inputs_fp, outputs)
             if not reasons:
                 yield Outcome(node.qname, key, "uptodate")
@@ -107,14 +109,15 @@ class TaskBuilder:
     ) -> list[str]:
         if record is None:
             return ["new"]
-        rel: dict[str, str] = {}
-        digests: dict[str, str | None] = {}
         done = record.status == "done"
-        for name, spec in outputs.items():
-            root, rel[name] = self.index.locate(spec.path)
-            if done:
-                digests[name] = self.index.digest_at(root, rel[name])
-        return stale_reasons(record, fp, inputs_fp, digests, rel)
+        digests = (
+            {name: self.index.digest_at(spec.root, spec.rel) for name, spec in outputs.items()}
+            if done
+            else {}
+        )
+        return stale_reasons(
+            record, fp, inputs_fp, digests, {name: spec.rel for name, spec in outputs.items()}
+        )
 
     def _inputs(
         self, lazy: frozenset[str], links: dict[str, Link] | Any, tags: dict[str, Any]
@@ -144,7 +147,7 @@ class TaskBuilder:
                     raise _Blocked("pending", f"upstream may change: {link.producer}")
             digest = collection_digest((key, self.index.digest(path)) for key, path in entries)
             return InputSpec("many", handler, entries=tuple(entries)), digest
-        path = self.paths.path_str(link, tags)
+        rid, rel = self.paths.locate(link, tags)
         if link.producer is not None:
             producer_key = item_key([tags[d] for d in dims])
             if self.pending is not None and producer_key in self.pending.get(link.producer, ()):
@@ -155,7 +158,8 @@ class TaskBuilder:
                 if state.status == "rejected":
                     raise _Blocked("rejected", f"upstream rejected: {link.producer} {label}")
                 raise _Blocked("skipped", f"upstream failed: {link.producer} {label}")
-        digest = self.index.digest(path)
+        digest = self.index.digest_at(rid, rel)
+        path = self._roots[rid] + os.sep + rel
         if digest is None:
             raise _Blocked("failed", f"input '{name}' is missing: {path}")
         return InputSpec("one", handler, path=path, lazy=name in lazy), digest

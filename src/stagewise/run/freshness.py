@@ -18,7 +18,7 @@ from stagewise.model.convert import canonical_json, to_plain
 from stagewise.model.pipeline import Node, PipelineModel
 from stagewise.state.codefp import CodeFingerprint, changed_parts, code_fingerprint
 from stagewise.state.filehash import FileFingerprinter
-from stagewise.state.records import ItemRecord
+from stagewise.state.records import ItemRecord, dumps_json, json_text
 
 __all__ = ["FileIndex", "StageFingerprint", "collection_digest", "stage_fingerprint", "stale_reasons"]
 
@@ -120,21 +120,19 @@ def stale_reasons(
         return ["new"]
     if record.status == "failed":
         return ["previously failed"]
-    old_inputs = record.inputs or {}
-    recorded = record.outputs or {}
     if (
         record.code_fp == fp.code.digest
         and record.params_hash == fp.params_hash
-        and old_inputs == inputs
+        and json_text(record, "inputs") == dumps_json(inputs)
         and (
             record.status != "done"
-            or all(
-                (old := recorded.get(name)) is not None and old[1] == digest and old[0] == output_paths[name]
-                for name, digest in outputs.items()
-            )
+            or json_text(record, "outputs")
+            == dumps_json({n: [output_paths[n], d] for n, d in outputs.items()})
         )
     ):
-        return []  # the common case, checked without building any message
+        return []  # the common case: compared as canonical JSON text, nothing decoded
+    old_inputs = record.inputs or {}
+    recorded = record.outputs or {}
     reasons = []
     if record.code_fp != fp.code.digest:
         changed = changed_parts(record.code_parts or {}, fp.code.parts)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ class AssetPaths:
         self._base, self._output = str(model.base_dir), str(model.output)
         self._tag_names = {q: n.tag_name for q, n in model.nodes.items()}
         self._handlers: dict[tuple[str, str], Any] = {}
+        self._located: dict[Link, tuple[Template, str, dict[str, str] | None, int, str | None]] = {}
 
     def template(self, link: Link) -> Template:
         """The parsed template of a stage output or a source."""
@@ -51,6 +53,37 @@ class AssetPaths:
         return resolve_str(
             template.render(full, self._paths), default_root=self._output, allowed_roots=self._roots
         )
+
+    def roots(self) -> dict[str, str]:
+        """Every root id and its folder: ``output``, ``base`` (the pipeline's folder), ``paths.<name>``."""
+        roots = {"output": self._output, "base": self._base}
+        roots.update({f"paths.{name}": root for name, root in self._paths.items()})
+        return roots
+
+    def locate(self, link: Link, tags: Mapping[str, Any]) -> tuple[str, str]:
+        """The root id and the path relative to it of one file, e.g. ``("output", "sky/0001.npy")``.
+
+        Cheaper than :meth:`path_str` and as safe: templates have no ``..`` and tag values no
+        separators, so a rendered template cannot leave its root.
+        """
+        info = self._located.get(link)
+        if info is None:
+            info = self._located[link] = self._locate_info(link)
+        template, rid, paths, strip, stage_tag = info
+        if stage_tag is not None:
+            tags = {**tags, "stage": stage_tag}
+        rel = template.render(tags, paths)[strip:]
+        if "//" in rel or "/." in rel or rel.startswith("."):
+            rel = os.path.normpath(rel)
+        return rid, rel
+
+    def _locate_info(self, link: Link) -> tuple[Template, str, dict[str, str] | None, int, str | None]:
+        template = self.template(link)
+        root = template.root_field
+        stage_tag = self._tag_names[link.producer] if link.producer and "stage" in template.fields else None
+        if root is not None and root in self._paths:
+            return template, f"paths.{root}", {root: ""}, 1, stage_tag
+        return template, "output" if link.producer else "base", None, 0, stage_tag
 
     def output_link(self, qname: str, output: str) -> Link:
         """The link naming one output of a stage."""

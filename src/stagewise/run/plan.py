@@ -145,8 +145,10 @@ def find_missing_inputs(
                     found.append(MissingInput(node.qname, input_name, link, nothing))
                 continue
             missing: list[Path] = []
+            roots = paths.roots()
             for values in plan.items:
-                path = paths.path_str(link, dict(zip(node.dims, values, strict=True)))
+                rid, rel = paths.locate(link, dict(zip(node.dims, values, strict=True)))
+                path = roots[rid] + os.sep + rel
                 if path not in checked:
                     checked.add(path)
                     if not os.path.exists(path):

@@ -63,7 +63,10 @@ class StateRecords:
         """Record a finished (done, failed or rejected) item and its output fingerprints."""
         outputs: dict[str, tuple[str, str]] = {}
         for name, out in outcome.outputs.items():
-            root, rel = self.index.locate(out.path)
+            spec = task.outputs.get(name) if task is not None else None
+            root, rel = (
+                (spec.root, spec.rel) if spec is not None and spec.rel else self.index.locate(out.path)
+            )
             outputs[name] = (rel, out.digest)
             if root != "/":
                 self.index.files.record(root, rel, out.digest, StatKey(*out.stat), out.hashed_at_ns)

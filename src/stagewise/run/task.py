@@ -27,8 +27,7 @@ def item_label(tags: Mapping[str, Any]) -> str:
     return " ".join(f"{k}={v}" for k, v in tags.items()) or "(single item)"
 
 
-@dataclass(frozen=True)
-class InputSpec:
+class InputSpec(NamedTuple):
     """How one input reaches the body.
 
     Attributes:
@@ -46,12 +45,15 @@ class InputSpec:
     entries: tuple[tuple[Any, str], ...] = ()
 
 
-@dataclass(frozen=True)
-class OutputSpec:
+class OutputSpec(NamedTuple):
     """Where one output goes and how it is written."""
 
     path: str
     handler: Any
+    root: str = "output"
+    """The root id the path is under (``output``, ``paths.<name>``)."""
+    rel: str = ""
+    """The path relative to that root."""
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,7 @@ class OutputFile(NamedTuple):
     hashed_at_ns: int
 
 
-@dataclass
+@dataclass(slots=True)
 class Outcome:
     """What happened to one item, sent back to the coordinator.
 

@@ -23,6 +23,7 @@ __all__ = [
     "dumps_json",
     "item_from_row",
     "item_to_row",
+    "json_text",
 ]
 
 #: Version of the schema below, kept in ``PRAGMA user_version``. Bump it with a migration.
@@ -120,10 +121,20 @@ def _decode_outputs(value: dict[str, list[str]]) -> dict[str, tuple[str, str]]:
     return {name: (pair[0], pair[1]) for name, pair in value.items()}
 
 
+def json_text(record: ItemRecord, name: str) -> str:
+    """A JSON field of a record as canonical text, without decoding it when it is still text."""
+    value = record.__dict__[name]
+    return value if type(value) is str else dumps_json(value)
+
+
+# Canonical and compact; default=str so an odd parameter value (a Path) never loses a record.
+# One encoder object: json.dumps would build it again on every call (planning calls this per item).
+_ENCODE = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode
+
+
 def dumps_json(value: Any) -> str:
     """Canonical, compact JSON, as stored in the JSON columns."""
-    # Canonical and compact; default=str so an odd parameter value (a Path) never loses a record.
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return _ENCODE(value)
 
 
 @dataclass(frozen=True)
