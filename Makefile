@@ -24,6 +24,8 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 
 pytest: $(STAMP)
+	@# the tests start many processes: compiled bytecode saves each one ~0.3 s of compiling
+	$(BIN)/python -m compileall -q src > /dev/null
 	$(BIN)/python -m pytest -q
 
 test: lint pytest

@@ -170,7 +170,10 @@ def worker_main(conn: Connection, init: bytes | None, memory: int | None, fault:
             return
         conn.send_bytes(READY)
         while (data := recv(conn)) is not None and data != STOP:  # None: coordinator gone
-            conn.send_bytes(run_task(data))
+            try:
+                conn.send_bytes(run_task(data))
+            except (BrokenPipeError, ConnectionResetError, EOFError):
+                return  # the coordinator is gone (killed): nobody to report to, exit quietly
             del data  # hold nothing of the last task while idle
 
 

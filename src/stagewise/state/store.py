@@ -107,8 +107,12 @@ class StateStore:
         memory = self.readonly and not self.path.exists()
         if memory:
             target, uri = ":memory:", False
-        elif self.readonly:
+        elif self.readonly and not os.access(self.path.parent, os.W_OK):
             target, uri = f"{self.path.resolve().as_uri()}?mode=ro", True
+        elif self.readonly:
+            # Opened read-write but query_only: a ?mode=ro connection to a WAL database leaves
+            # its -wal/-shm files behind; a writable one removes them when it closes.
+            target, uri = str(self.path), False
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             target, uri = str(self.path), False
@@ -125,6 +129,7 @@ class StateStore:
                     hint="upgrade stagewise (pip install -U stagewise)",
                 )
             if self.readonly and not memory:
+                conn.execute("PRAGMA query_only = ON")
                 self.journal_mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
                 return conn
             if not memory:
