@@ -46,7 +46,8 @@ def meta_rows(session: Session, qname: str) -> list[dict[str, Any]]:
     """The metadata of every done item of stage ``qname``, one flat row per item.
 
     Each row holds the item's tags (in the stage's dim order), then its metadata keys in the
-    order the stage returned them. A metadata key equal to a tag name is renamed ``meta.KEY``
+    order the state store keeps them (it stores metadata as canonical JSON, so sorted by
+    name). A metadata key equal to a tag name is renamed ``meta.KEY``
     so that it cannot hide the tag. Rows follow the stage's enumeration order; failed and
     rejected items, items never run, and records of items no longer in the pipeline (a sim
     removed from a split) are left out.

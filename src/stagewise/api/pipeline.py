@@ -167,18 +167,9 @@ class Pipeline:
 
         Returns a pandas DataFrame when pandas is installed, else a list of dicts.
         """
-        qname = self._model.find_stage(stage)
-        if qname is None:
-            raise SelectionError(f"unknown stage {stage!r}")
-        import json
+        from stagewise.api.meta import meta_rows, resolve_stage
 
-        dims = self._model.nodes[qname].dims
-        rows = []
-        with self.session().open_store(readonly=True) as store:
-            records = store.get_items(qname)
-        for key, state in records.items():
-            if state.status == "done":
-                rows.append({**dict(zip(dims, json.loads(key), strict=True)), **(state.meta or {})})
+        rows = meta_rows(self.session(), resolve_stage(self._model, stage))
         try:
             import pandas
         except ImportError:

@@ -20,6 +20,7 @@ from stagewise.run.executors import Executor, get_executor
 from stagewise.run.freshness import FileIndex, StageFingerprint, stage_fingerprint
 from stagewise.run.paths import AssetPaths
 from stagewise.run.plan import StagePlan, check_inputs_exist, parse_where, plan_stages
+from stagewise.run.progress import make_progress
 from stagewise.run.records import BatchedStats, StateRecords
 from stagewise.run.selection import Selection, select
 from stagewise.state.filehash import FileFingerprinter
@@ -46,6 +47,7 @@ class RunOptions:
     fail_fast: bool = False
     retries: int = 0
     dry_run: bool = False
+    progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -188,16 +190,18 @@ class Session:
                 self._warn_stale_producers(selection.stages, records)
                 outcome = "interrupted"
                 try:
-                    report = run_plans(
-                        self.model,
-                        plans,
-                        records,
-                        executor,
-                        fingerprints,
-                        force=options.force,
-                        fail_fast=options.fail_fast,
-                        retries=options.retries,
-                    )
+                    with make_progress(options.progress) as progress:
+                        report = run_plans(
+                            self.model,
+                            plans,
+                            records,
+                            executor,
+                            fingerprints,
+                            force=options.force,
+                            fail_fast=options.fail_fast,
+                            retries=options.retries,
+                            progress=progress,
+                        )
                     outcome = "done" if report.ok else "failed"
                     return report
                 finally:

@@ -111,7 +111,7 @@ def load_session(args: argparse.Namespace) -> tuple[Any, Any, list[str]]:
     return pipeline, session, selectors or list(settings.get("select") or [])
 
 
-RUN_KEYS = ("select", "output", "jobs", "executor")
+RUN_KEYS = ("select", "output", "jobs", "executor", "where")
 
 
 def _run_settings(file: str, block: Any, base: Path) -> dict[str, Any]:

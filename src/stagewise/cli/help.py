@@ -13,18 +13,18 @@ def print_help_with_params(
     parser: argparse.ArgumentParser, rest: Sequence[str], overrides: Any, pipeline: Any
 ) -> int:
     """Print the command's help, then the parameters of the pipeline if it can be loaded."""
-    from stagewise.api.session import Session
-    from stagewise.api.target import is_target, load_target
+    from stagewise.cli.common import OverrideArgs, load_session
     from stagewise.errors import StagewiseError
+    from stagewise.model.convert import shown
 
     command = rest[0]
     sub = parser._subparsers._group_actions[0].choices[command]  # type: ignore[union-attr]
     sub.print_help()
-    words = [w for w in rest[1:] if not w.startswith("-")]
+    args, _ = parser.parse_known_args([a for a in rest if a not in ("-h", "--help")])
+    args.overrides = OverrideArgs(overrides)
+    args.bound_pipeline = pipeline
     try:
-        target = words[0] if pipeline is None and words and is_target(words[0]) else None
-        loaded = pipeline or load_target(target)
-        session = Session(loaded.model)
+        _, session, _ = load_session(args)  # the same pipeline, --config files and overrides as a run
     except StagewiseError as exc:
         print(f"\n(stage parameters not shown: {exc.message})")
         return 0
@@ -34,7 +34,9 @@ def print_help_with_params(
             continue
         print(f"  {qname}:")
         for rp in params.values():
-            default = "required" if rp.spec.required else f"default {rp.spec.default!r}"
+            default = "required" if rp.spec.required else f"default {shown(rp.spec.default)!r}"
+            if rp.origin not in ("default", "unset"):
+                default += f", now {shown(rp.value)!r} from {rp.origin}"
             help_text = f"  {rp.spec.help}" if rp.spec.help else ""
             print(f"    --{rp.key} {rp.spec.type_name}  ({default}){help_text}")
     for name, group in session.model.groups.items():

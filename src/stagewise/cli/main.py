@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from stagewise.cli.common import OverrideArgs, add_pipeline_flags, split_overrides
 from stagewise.errors import StagewiseError
@@ -23,12 +23,13 @@ COMMANDS = {
     "params": "every resolved parameter with its type, value, default, origin and help",
     "graph": "the stage graph as Mermaid (default) or Graphviz dot (--format dot)",
     "status": "per stage: items total / done / stale / missing / failed / rejected, and why stale",
+    "meta": "the item metadata of a stage: a table, or --format csv / --format json",
 }
 
 
 def build_parser(script: bool = False) -> argparse.ArgumentParser:
     """The argument parser; ``script`` drops TARGET (a script's ``pipeline.main()``)."""
-    from stagewise.cli import check, graph, list_cmd, params, run, status
+    from stagewise.cli import check, graph, list_cmd, meta, params, run, status
 
     prog = "python " + (sys.argv[0] if sys.argv and sys.argv[0] else "script.py") if script else "stagewise"
     parser = argparse.ArgumentParser(
@@ -45,6 +46,7 @@ def build_parser(script: bool = False) -> argparse.ArgumentParser:
         "list": list_cmd,
         "params": params,
         "graph": graph,
+        "meta": meta,
     }
     for name, module in modules.items():
         command = sub.add_parser(name, help=COMMANDS[name], description=COMMANDS[name], allow_abbrev=False)
@@ -60,12 +62,24 @@ def _version() -> str:
     return f"stagewise {__version__}"
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to ``sys.stderr`` as it is at each record, so log lines go above rich's live bars."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def _setup_logging(verbose: int, quiet: int) -> None:
     level = logging.INFO - 10 * verbose + 10 * quiet
     logger = logging.getLogger("stagewise")
     logger.setLevel(max(logging.DEBUG, level))
     if not any(getattr(h, "_stagewise", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         handler._stagewise = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
@@ -91,6 +105,11 @@ def main(argv: Sequence[str] | None = None, pipeline: Pipeline | None = None) ->
     except KeyboardInterrupt:
         print("interrupted: what finished was recorded; run again to do the rest", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `stagewise params | head`: the reader left; not an error of ours
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def _main(args_list: list[str], pipeline: Pipeline | None) -> int:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stagewise.cli.common import load_session
+from stagewise.errors import ConfigError
 
 if TYPE_CHECKING:
     from stagewise.run.coordinator import RunReport
@@ -73,13 +74,15 @@ def execute(args: argparse.Namespace) -> int:
     settings = args.run_settings
     jobs = args.jobs if args.jobs is not None else settings.get("jobs")
     executor = args.executor or settings.get("executor") or "local"
+    where = args.where or list(settings.get("where") or [])
     if args.save_config:
-        _save_config(args.save_config, session, selectors, jobs)
+        session.validate(selection.stages)  # a config that would not run is not worth saving
+        _save_config(args.save_config, session, selectors, jobs, where)
         if args.dry_run:
             print(f"wrote {args.save_config}")
             return 0
     if args.next:
-        chosen = session.next_stage(selection.stages, args.where)
+        chosen = session.next_stage(selection.stages, where)
         if chosen is None:
             print("nothing to do")
             return 0
@@ -87,8 +90,9 @@ def execute(args: argparse.Namespace) -> int:
         selection = type(selection)((chosen,))
     options = RunOptions(
         selectors=selectors, jobs=jobs, executor=executor, force=args.force,
-        where=args.where, output=args.output, fail_fast=args.fail_fast, dry_run=args.dry_run,
+        where=where, output=args.output, fail_fast=args.fail_fast, dry_run=args.dry_run,
         retries=args.retries,
+        progress=not (args.no_progress or args.quiet),
         extra={"wait": args.wait, "command": " ".join(["run", *args.words])},
     )  # fmt: skip
     if args.print_params:
@@ -106,7 +110,7 @@ def execute(args: argparse.Namespace) -> int:
     return 1
 
 
-def _save_config(file: str, session: Any, selectors: list[str], jobs: int | None) -> None:
+def _save_config(file: str, session: Any, selectors: list[str], jobs: int | None, where: list[str]) -> None:
     """Write what repeats this run: every resolved parameter, then selection, output and jobs."""
     import yaml
 
@@ -125,8 +129,14 @@ def _save_config(file: str, session: Any, selectors: list[str], jobs: int | None
     except ValueError:
         shown = str(output)
     values["stagewise"] = {"select": list(selectors), "output": shown, "jobs": jobs or usable_cpus()}
+    if where:
+        values["stagewise"]["where"] = list(where)
     text = "# written by stagewise run --save-config; repeat with: stagewise run --config " + file + "\n"
-    Path(file).write_text(text + yaml.safe_dump(values, sort_keys=False), encoding="utf-8")
+    try:
+        Path(file).parent.mkdir(parents=True, exist_ok=True)
+        Path(file).write_text(text + yaml.safe_dump(values, sort_keys=False), encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"--save-config {file}: cannot write: {exc.strerror}") from None
     log.info("parameters saved to %s", file)
 
 
@@ -139,9 +149,11 @@ def _list_group(session: object, group: str) -> int:
 
 
 def _print_params(session: object, stages: tuple[str, ...]) -> None:
+    from stagewise.model.convert import shown
+
     params = session.params  # type: ignore[attr-defined]
     for qname in stages:
-        values = ", ".join(f"{n}={rp.value!r}" for n, rp in params[qname].items()) or "(no parameters)"
+        values = ", ".join(f"{n}={shown(rp.value)!r}" for n, rp in params[qname].items()) or "(no parameters)"
         print(f"{qname}: {values}")
 
 

@@ -88,6 +88,11 @@ def convert(value: Any, spec_or_annotation: Any, *, place: str, from_text: bool 
         raise ParameterError(message, hint=m.hint) from None
 
 
+def shown(value: Any) -> Any:
+    """A value as a person reads it: an Enum by its member name, the rest by ``to_plain``."""
+    return value.name if isinstance(value, Enum) else to_plain(value)
+
+
 def to_plain(value: Any) -> Any:
     """Return ``value`` as plain JSON/YAML data, for saving configs and hashing parameters.
 

@@ -16,6 +16,7 @@ from stagewise.run.executors.base import Executor
 from stagewise.run.freshness import StageFingerprint
 from stagewise.run.paths import AssetPaths
 from stagewise.run.plan import StagePlan
+from stagewise.run.progress import NullProgress, ProgressSink
 from stagewise.run.records import StateRecords
 from stagewise.run.task import Outcome, Task, item_label
 
@@ -62,6 +63,7 @@ def run_plans(
     fail_fast: bool = False,
     retries: int = 0,
     on_outcome: Callable[[Outcome], None] | None = None,
+    progress: ProgressSink | None = None,
 ) -> RunReport:
     """Run the planned stages in order; a stage whose upstream failed does not start.
 
@@ -70,6 +72,8 @@ def run_plans(
     """
     paths = AssetPaths(model)
     builder = TaskBuilder(model, records, paths, force=force)
+    sink = progress if progress is not None else NullProgress()
+    notify = sink.update if on_outcome is None else _both(sink.update, on_outcome)
     report = RunReport()
     failed_stages: set[str] = set()
     try:
@@ -83,10 +87,11 @@ def run_plans(
                     log.warning("%s: not started, because %s failed", plan.qname, ", ".join(blocked))
                 continue
             fp = fingerprints[plan.qname]
+            sink.start_stage(plan.qname, len(plan.items))  # before the builder: up-to-date items count
             tasks: dict[str, Task] = {}
             for entry in builder.tasks(plan, fp):
                 if isinstance(entry, Outcome):
-                    _take(entry, None, fp, plan, records, report, counts, on_outcome)
+                    _take(entry, None, fp, plan, records, report, counts, notify)
                 else:
                     tasks[entry.key] = entry
             if tasks:
@@ -99,13 +104,14 @@ def run_plans(
                         again[outcome.key] = tasks[outcome.key]
                         log.warning("%s: item failed (%s); retrying", plan.qname, outcome.reason)
                         continue
-                    _take(outcome, tasks.get(outcome.key), fp, plan, records, report, counts, on_outcome)
+                    _take(outcome, tasks.get(outcome.key), fp, plan, records, report, counts, notify)
                     records.flush_if_due()
                     if fail_fast and outcome.status == "failed":
                         break
                 if not again or (fail_fast and report.failures):
                     break
                 tasks = again
+            sink.end_stage(plan.qname)
             if counts["failed"] or counts["skipped"]:
                 failed_stages.add(plan.qname)
     except KeyboardInterrupt:
@@ -114,6 +120,14 @@ def run_plans(
     finally:
         records.flush()
     return report
+
+
+def _both(first: Callable[[Outcome], None], second: Callable[[Outcome], None]) -> Callable[[Outcome], None]:
+    def call(outcome: Outcome) -> None:
+        first(outcome)
+        second(outcome)
+
+    return call
 
 
 def parallel_limit(memory: int) -> int:

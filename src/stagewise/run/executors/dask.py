@@ -1,0 +1,664 @@
+"""The Dask executor: items run on a ``dask.distributed`` cluster, in batches.
+
+Without a scheduler address it starts a ``LocalCluster`` of ``jobs`` single-threaded worker
+processes (non-daemonic, so that stages may use multiprocessing); with one it connects a
+``Client`` to that cluster (any a client reaches, dask-jobqueue's included), and outputs must be
+on a filesystem every worker shares. ``FuturesExecutor`` runs the same batches through any
+``concurrent.futures.Executor`` (``client.get_executor()``, ``MPIPoolExecutor``...).
+
+Batches and deaths: as in the local executor, tiny items travel in batches, one Dask task each.
+A batch whose worker died (``KilledWorker``) is split and its items rerun one at a time; an item
+whose worker dies again fails, naming the signal when the nanny's log tells it. The clusters we
+start use ``allowed-failures: 0``, so Dask reports a death at once instead of rerunning the
+culprit on other workers. A task queued behind the culprit on the same worker gets
+``KilledWorker`` too: a lone item is blamed only when no other task of ours died on that worker
+(then it gets one more try).
+
+Code on workers (design-hazards H4/H5). On a cluster we start, workers get the coordinator's
+``sys.path`` with each batch and import stages by reference; ``__main__`` and notebook stages
+travel by value (cloudpickle). On any other cluster the project's modules travel by value:
+those whose files are beside a stage's module or under ``project_dirs`` (not installed
+packages, not stagewise), registered with ``cloudpickle.register_pickle_by_value`` only while a
+batch is pickled, together with the handlers they registered. We chose this over
+``client.upload_file`` because workers then run exactly the code whose fingerprint the
+coordinator recorded; nothing is left on a shared cluster, where two projects' ``stages.py``
+would clash by module name; and workers that join later (adaptive scaling, dask-jobqueue) need
+no plugin. The limit: modules imported inside a function at call time, and data files beside
+the code, do not travel; install the project on the workers (or put it on their PYTHONPATH).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import io
+import logging
+import os
+import pickle
+import re
+import signal
+import sys
+import sysconfig
+import threading
+import time
+import traceback
+import uuid
+from collections import Counter, deque
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import cloudpickle
+
+from stagewise.errors import ConfigError, Interrupted
+from stagewise.model.stage import Stage
+from stagewise.run.task import Outcome, Task
+from stagewise.run.worker import execute, user_traceback
+
+if TYPE_CHECKING:
+    import distributed
+
+__all__ = ["DaskExecutor", "FuturesExecutor", "dask_setup"]
+
+_BATCH_MAX = 64
+_GRACE = 0.1  # seconds to wait for other deaths reported with one (co-victims of one worker)
+_CAUSE_WAIT = 1.0  # seconds to wait for the nanny to log why its worker died
+Submit = Callable[[list[Task]], "cf.Future[list[Outcome]]"]
+
+
+# --- worker side ----------------------------------------------------------------------------------
+
+
+def dask_setup(worker: Any) -> None:
+    """Preload hook of the workers of a cluster we start: Ctrl-C is the coordinator's to handle."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _run_batch(paths: Sequence[str], payload: bytes) -> list[Outcome]:
+    """Run a batch in a worker: extend ``sys.path``, register shipped handlers, run items in order."""
+    for path in reversed(paths):
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    handlers, tasks = pickle.loads(payload)
+    if handlers:
+        from stagewise.handlers import register_handler
+
+        for name, handler in handlers:
+            register_handler(name, handler, replace=True)
+    return [_execute_guarded(task) for task in tasks]
+
+
+def _execute_guarded(task: Task) -> Outcome:
+    try:
+        return execute(task)
+    except BaseException as exc:  # SystemExit from a stage: fail that item, not the batch
+        reason = f"{type(exc).__name__}: {exc}"
+        return Outcome(task.stage, task.key, "failed", reason=reason, error=user_traceback(exc))
+
+
+def _stage_from_fields(values: dict[str, Any]) -> Stage:
+    return Stage(**values)
+
+
+# --- batches, deaths and the loop shared by both executors -------------------------------------------
+
+
+def _batches(tasks: list[Task], jobs: int) -> list[list[Task]]:
+    """Split tasks so each worker gets several batches (load balance) of at most 64 items."""
+    size = max(1, min(_BATCH_MAX, len(tasks) // (jobs * 8)))
+    return [tasks[i : i + size] for i in range(0, len(tasks), size)]
+
+
+@dataclass(eq=False)
+class _Batch:
+    tasks: list[Task]
+    deaths: int = 0  # times its worker died while it ran alone
+
+
+def _is_death(exc: BaseException) -> bool:
+    # By name: FuturesExecutor must not import distributed to recognise its KilledWorker.
+    return isinstance(exc, cf.BrokenExecutor) or type(exc).__name__ == "KilledWorker"
+
+
+def _worker_of(exc: BaseException) -> str | None:
+    return getattr(getattr(exc, "last_worker", None), "address", None)
+
+
+def _failed(tasks: Iterable[Task], reason: str, error: str | None = None) -> Iterator[Outcome]:
+    for task in tasks:
+        yield Outcome(task.stage, task.key, "failed", reason=reason, error=error or reason)
+
+
+def _drive(
+    submit: Submit,
+    tasks: list[Task],
+    *,
+    jobs: int,
+    window: int | None,
+    live_slots: Callable[[], int],
+    explain_death: Callable[[BaseException], str],
+    running: dict[cf.Future[list[Outcome]], _Batch],
+    stop: threading.Event,
+) -> Iterator[Outcome]:
+    """Submit batches (at most ``window`` at a time), yield outcomes, split batches that died.
+
+    After a death, at most ``live_slots()`` tasks are in flight, so that an item rerun alone
+    does not queue behind another on one worker (where it would die with it, blameless).
+
+    Raises:
+        Interrupted: ``stop`` was set (``terminate``); what finished was yielded.
+    """
+    if stop.is_set():
+        raise Interrupted("the executor was terminated")
+    todo = deque(_Batch(b) for b in _batches(tasks, jobs))
+    died_at: Counter[str | None] = Counter()
+    try:
+        while todo or running:
+            limit = window if not died_at else max(1, min(live_slots(), window or sys.maxsize))
+            while todo and (limit is None or len(running) < limit):
+                batch = todo.popleft()
+                try:
+                    running[submit(batch.tasks)] = batch
+                except Exception as exc:  # e.g. an item that does not pickle
+                    if len(batch.tasks) > 1:
+                        todo.extendleft(_Batch([t]) for t in reversed(batch.tasks))
+                    else:
+                        yield from _failed(batch.tasks, f"could not send it to a worker: {exc!r}")
+            done, _ = cf.wait(running, timeout=1.0, return_when=cf.FIRST_COMPLETED)
+            if stop.is_set():
+                raise Interrupted("the run was terminated; items in flight were cancelled")
+            deaths: list[tuple[_Batch, BaseException]] = []
+            yield from _settle(done, running, deaths)
+            if deaths and running:  # the other tasks that died with that worker come together
+                more, _ = cf.wait(running, timeout=_GRACE)
+                yield from _settle(more, running, deaths)
+            died_at.update(_worker_of(exc) for _, exc in deaths)
+            for batch, exc in deaths:
+                address = _worker_of(exc)
+                if len(batch.tasks) > 1:
+                    todo.extendleft(_Batch([t]) for t in reversed(batch.tasks))  # find the culprit
+                elif batch.deaths == 0 and address is not None and died_at[address] > 1:
+                    batch.deaths += 1  # it may only have been queued behind the culprit
+                    todo.appendleft(batch)
+                else:
+                    yield from _failed(batch.tasks, explain_death(exc))
+    finally:
+        for future in running:
+            future.cancel()
+        running.clear()
+
+
+def _settle(
+    done: Collection[cf.Future[list[Outcome]]],
+    running: dict[cf.Future[list[Outcome]], _Batch],
+    deaths: list[tuple[_Batch, BaseException]],
+) -> Iterator[Outcome]:
+    for future in done:
+        batch = running.pop(future)
+        if future.cancelled():
+            yield from _failed(batch.tasks, "cancelled on the cluster")
+            continue
+        exc = future.exception()
+        if exc is None:
+            yield from future.result()
+        elif _is_death(exc):
+            deaths.append((batch, exc))
+        else:  # the batch could not even start: every item gets the reason
+            reason = f"the worker could not run it: {type(exc).__name__}: {exc}"
+            if isinstance(exc, ModuleNotFoundError):
+                reason += " (install it where the workers run, or put its folder on their PYTHONPATH)"
+            yield from _failed(batch.tasks, reason, "".join(traceback.format_exception(exc)))
+
+
+def _window(jobs: int, max_parallel: int | None) -> int:
+    """In flight: one batch queued behind each running one, or fewer when memory says so."""
+    if max_parallel is not None and max_parallel < jobs:
+        return max(1, max_parallel)
+    return 2 * jobs
+
+
+# --- project modules by value ---------------------------------------------------------------------
+
+
+class _Pickler(cloudpickle.Pickler):
+    """cloudpickle that sends stages of by-value modules by value.
+
+    ``Stage.__reduce__`` names the stage's module when it is importable here, which a remote
+    worker may not be able to import.
+    """
+
+    def __init__(self, file: io.BytesIO, by_value: frozenset[str]) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self._by_value = by_value
+
+    def reducer_override(self, obj: Any) -> Any:
+        if type(obj) is Stage and _top(getattr(obj.fn, "__module__", None)) in self._by_value:
+            return _stage_from_fields, ({f.name: getattr(obj, f.name) for f in fields(obj)},)
+        return super().reducer_override(obj)
+
+
+def _top(module: str | None) -> str:
+    return (module or "").partition(".")[0]
+
+
+def _dumps(value: Any, by_value: frozenset[str]) -> bytes:
+    if not by_value:
+        return cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    known = set(cloudpickle.list_registry_pickle_by_value())
+    added = [sys.modules[name] for name in sorted(by_value - known) if name in sys.modules]
+    for module in added:  # registered only while we pickle: the local pool is not affected
+        cloudpickle.register_pickle_by_value(module)
+    try:
+        buffer = io.BytesIO()
+        _Pickler(buffer, by_value).dump(value)
+        return buffer.getvalue()
+    finally:
+        for module in added:
+            cloudpickle.unregister_pickle_by_value(module)
+
+
+def _installed_dirs() -> tuple[str, ...]:
+    keys = ("stdlib", "platstdlib", "purelib", "platlib")
+    paths = {sysconfig.get_paths()[k] for k in keys} | {os.path.dirname(os.__file__)}
+    return tuple(os.path.abspath(p) + os.sep for p in paths)
+
+
+def _module_dirs(module: Any) -> list[str]:
+    file = getattr(module, "__file__", None)
+    dirs = [os.path.dirname(file)] if file else list(getattr(module, "__path__", []) or [])
+    return [os.path.abspath(d) + os.sep for d in dirs]
+
+
+def _home_of(fn: Any) -> Path | None:
+    """The folder holding a stage function's top-level module or package (the project)."""
+    top = sys.modules.get(_top(getattr(fn, "__module__", None)))
+    dirs = _module_dirs(top) if top is not None else []
+    if not dirs:
+        return None
+    folder = Path(dirs[0])
+    return folder.parent if getattr(top, "__path__", None) is not None else folder
+
+
+def _project_modules(dirs: Iterable[Path]) -> frozenset[str]:
+    """Top-level modules imported from under ``dirs``, except installed ones and stagewise."""
+    roots = tuple(os.path.abspath(d) + os.sep for d in dirs)
+    installed = _installed_dirs()
+    found = set()
+    for name, module in list(sys.modules.items()):
+        if "." in name or name in ("__main__", "__mp_main__", "stagewise") or module is None:
+            continue
+        for folder in _module_dirs(module):
+            parts = set(Path(folder).parts)
+            if (
+                folder.startswith(roots)
+                and not folder.startswith(installed)
+                and not parts & {"site-packages", "dist-packages"}
+            ):
+                found.add(name)
+    return frozenset(found)
+
+
+def _shipped_handlers(tasks: list[Task], by_value: frozenset[str]) -> list[tuple[str, Any]]:
+    """Handlers registered by project modules, which a remote worker never imports."""
+    from stagewise.handlers import get_handler
+
+    names = {
+        spec.handler
+        for task in tasks
+        for spec in (*task.inputs.values(), *task.outputs.values())
+        if isinstance(spec.handler, str)
+    }
+    shipped = []
+    for name in sorted(names):
+        try:
+            handler = get_handler(name)
+        except Exception:  # the worker reports it, with the item
+            continue
+        if _top(type(handler).__module__) in by_value:
+            shipped.append((name, handler))
+    return shipped
+
+
+# --- why a worker died ----------------------------------------------------------------------------
+
+_DEATH = re.compile(
+    r"Worker process (?P<pid>\d+) (?:was killed by signal (?P<sig>\d+)|exited with status "
+    r"(?P<code>\d+)|was killed by unknown signal)|\(pid=(?P<mpid>\d+)\) exceeded (?P<pct>\d+)% memory"
+)
+
+
+def _cause(lines: Iterable[str], pid: int) -> str | None:
+    """What the nanny logged about worker process ``pid``: 'died with SIGSEGV (...)', etc."""
+    for line in lines:
+        for m in _DEATH.finditer(line):
+            if int(m["pid"] or m["mpid"]) != pid:
+                continue
+            if m["pct"]:
+                return f"was restarted by its nanny: memory above {m['pct']}% of the worker's limit"
+            if m["code"]:
+                return f"exited with code {m['code']}"
+            if not m["sig"]:
+                return "was killed by an unknown signal"
+            number = int(m["sig"])
+            try:
+                name = signal.Signals(number).name
+            except ValueError:
+                return f"was killed by signal {number}"
+            if name == "SIGKILL":
+                return "was killed by SIGKILL (often the out-of-memory killer)"
+            return f"died with {name} ({(signal.strsignal(number) or name).lower()})"
+    return None
+
+
+class _DeathLog(logging.Handler):
+    """Keeps what our in-process nannies log about dead workers (they log it at INFO)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: deque[str] = deque(maxlen=500)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+        except Exception:
+            return
+        if "Worker process" in text or "memory" in text:
+            self.lines.append(text)
+
+
+def _death_text(exc: BaseException, cause: str | None) -> str:
+    worker = getattr(exc, "last_worker", None)
+    pid, address = getattr(worker, "pid", None), getattr(worker, "address", None) or "?"
+    if cause:
+        return f"Dask worker process {pid} {cause} while running this item (worker {address})"
+    return f"the Dask worker running this item died (worker {address}, pid {pid}); its log may say why"
+
+
+# --- the executors --------------------------------------------------------------------------------
+
+
+def _require_distributed() -> Any:
+    try:
+        import distributed
+    except ImportError:
+        raise ConfigError(
+            "--executor dask needs the dask extra", hint="pip install 'stagewise[dask]'"
+        ) from None
+    return distributed
+
+
+class DaskExecutor:
+    """Run items on a Dask cluster: a ``LocalCluster`` we start, or one a scheduler address reaches.
+
+    Args:
+        jobs: worker processes of the LocalCluster started without ``scheduler``/``client``;
+            with a cluster of your own, a lower bound for sizing batches.
+        scheduler: ``tcp://host:port`` of a running scheduler.
+        client: a connected ``distributed.Client`` (not closed by ``close``).
+        project_dirs: folders whose modules travel by value to a cluster we did not start
+            (the folders of the stages' modules always do).
+
+    Raises:
+        ConfigError: distributed is not installed, or the scheduler cannot be reached.
+    """
+
+    def __init__(
+        self,
+        jobs: int,
+        *,
+        scheduler: str | None = None,
+        client: distributed.Client | None = None,
+        project_dirs: Sequence[Path] = (),
+    ) -> None:
+        dist = _require_distributed()
+        self.jobs = max(1, jobs)
+        self._project_dirs = tuple(Path(d) for d in project_dirs)
+        self._client: Any = None
+        self._cluster: Any = None
+        self._config: Any = None
+        self._deaths: _DeathLog | None = None
+        self._owns_client = client is None
+        self._running: dict[cf.Future[list[Outcome]], _Batch] = {}
+        self._stop = threading.Event()
+        if client is not None:
+            self._client = client
+        elif scheduler:
+            self._client = _connect(dist, scheduler)
+        else:
+            self._client = self._start_cluster(dist)
+
+    def _start_cluster(self, dist: Any) -> Any:
+        import dask
+
+        preload = [*dask.config.get("distributed.worker.preload", []), __name__]
+        method = "forkserver" if sys.platform.startswith("linux") else "spawn"
+        # Kept set while the cluster lives: nannies read these at each worker (re)start.
+        self._config = dask.config.set(
+            {
+                "distributed.worker.daemon": False,
+                "distributed.scheduler.allowed-failures": 0,
+                "distributed.worker.preload": preload,
+                "distributed.worker.multiprocessing-method": method,
+            }
+        )
+        try:
+            if method == "forkserver":
+                _preload_in_forkserver()
+            self._cluster = dist.LocalCluster(
+                n_workers=self.jobs,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+                # Without a dashboard the scheduler still serves /health on :8787, and warns
+                # when another cluster has that port: any free local port will do.
+                scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                silence_logs=logging.WARNING,
+            )
+            client = dist.Client(self._cluster, set_as_default=False)
+        except BaseException:
+            self.close()
+            raise
+        self._deaths = _DeathLog()
+        logging.getLogger("distributed").addHandler(self._deaths)
+        return client
+
+    @property
+    def client(self) -> distributed.Client:
+        """The Dask client (to look at the cluster, or reuse it)."""
+        return self._client
+
+    def run(self, tasks: Iterable[Task], *, max_parallel: int | None = None) -> Iterator[Outcome]:
+        """Run every task; yield outcomes as batches complete.
+
+        ``max_parallel`` (from stages' ``memory``, measured on this machine) applies only to the
+        LocalCluster this executor started.
+        """
+        todo = list(tasks)
+        if not todo:
+            return
+        own = self._cluster is not None
+        jobs = self.jobs if own else max(self.jobs, sum(self._client.nthreads().values()))
+        window = _window(jobs, max_parallel) if own else None  # a cluster of yours: let Dask queue
+        by_value = frozenset() if own else self._by_value_modules(todo)
+        paths = tuple(sys.path) if own else ()
+
+        def submit(batch: list[Task]) -> cf.Future[list[Outcome]]:
+            handlers = _shipped_handlers(batch, by_value) if by_value else []
+            payload = _dumps((handlers, batch), by_value)
+            key = f"stagewise-{batch[0].stage}-{uuid.uuid4().hex}"
+            return _submit(self._client, key, paths, payload)
+
+        yield from _drive(
+            submit,
+            todo,
+            jobs=jobs,
+            window=window,
+            live_slots=lambda: sum(self._client.nthreads().values()),
+            explain_death=self._explain,
+            running=self._running,
+            stop=self._stop,
+        )
+
+    def _by_value_modules(self, tasks: list[Task]) -> frozenset[str]:
+        homes = {_home_of(getattr(t.stage_ref, "fn", None)) for t in tasks}
+        return _project_modules([*self._project_dirs, *(h for h in homes if h is not None)])
+
+    def _explain(self, exc: BaseException) -> str:
+        pid = getattr(getattr(exc, "last_worker", None), "pid", None)
+        cause = None
+        deadline = time.monotonic() + _CAUSE_WAIT
+        while pid is not None and cause is None and time.monotonic() < deadline:
+            cause = _cause(self._log_lines(), pid)
+            if cause is None:
+                time.sleep(0.05)
+        return _death_text(exc, cause)
+
+    def _log_lines(self) -> list[str]:
+        if self._deaths is not None:
+            return list(self._deaths.lines)
+        try:  # a cluster of yours: ask the nannies (best effort)
+            logs = self._client.get_worker_logs(nanny=True)
+        except Exception:
+            return []
+        return [message for entries in logs.values() for _, message in entries]
+
+    def close(self) -> None:
+        """Close the client and the cluster, if this executor created them."""
+        if self._deaths is not None:
+            logging.getLogger("distributed").removeHandler(self._deaths)
+            self._deaths = None
+        if self._owns_client and self._client is not None:
+            self._owns_client = False
+            self._client.close()
+        cluster, self._cluster = self._cluster, None
+        if cluster is not None:
+            cluster.close()
+        config, self._config = self._config, None
+        if config is not None:
+            config.__exit__(None, None, None)
+
+    def terminate(self) -> None:
+        """Cancel every batch in flight now (Ctrl-C), then close what this executor created.
+
+        A ``run`` still iterating in another thread raises ``Interrupted``.
+        """
+        self._stop.set()
+        for future in list(self._running):
+            future.cancel()
+        self.close()
+
+    def __enter__(self) -> DaskExecutor:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def _submit(client: Any, key: str, paths: tuple[str, ...], payload: bytes) -> cf.Future[list[Outcome]]:
+    """Submit one batch; its result (or error) lands on a plain future, and Dask forgets the task.
+
+    Releasing the task at once matters: a finished task whose worker dies later is otherwise
+    recomputed while the client holds it, writing its outputs a second time.
+    """
+    task = client.submit(_run_batch, paths, payload, key=key, pure=False, retries=0)
+    future: cf.Future[list[Outcome]] = cf.Future()
+
+    def settle(task: Any) -> None:  # in distributed's callback thread
+        with contextlib.suppress(cf.InvalidStateError):  # cancelled by us meanwhile
+            try:
+                if task.status == "finished":
+                    future.set_result(task.result())
+                elif task.status == "cancelled":
+                    future.cancel()
+                    future.set_running_or_notify_cancel()  # wakes cf.wait
+                else:
+                    future.set_exception(task.exception())
+            except BaseException as exc:  # the result could not be fetched (cluster gone)
+                future.set_exception(exc)
+            finally:
+                task.release()
+
+    def cancel(future: cf.Future[list[Outcome]]) -> None:
+        if future.cancelled():
+            task.cancel()
+
+    task.add_done_callback(settle)
+    future.add_done_callback(cancel)
+    return future
+
+
+def _preload_in_forkserver() -> None:
+    """Have the forkserver import distributed and stagewise once, so workers start as plain forks.
+
+    Forked from a server that imported them, workers start in a fraction of a second instead of
+    importing everything afresh as ``spawn`` does (which also makes restarts after a crash
+    cheap). Only effective before the process's forkserver starts (the local pool shares it).
+    """
+    from multiprocessing import forkserver
+
+    from distributed.utils import get_mp_context
+
+    context = get_mp_context()  # sets Dask's own preload list, the first time
+    modules = list(getattr(forkserver._forkserver, "_preload_modules", None) or [])
+    if __name__ not in modules:
+        context.set_forkserver_preload([*modules, __name__])
+
+
+def _connect(dist: Any, scheduler: str) -> Any:
+    try:
+        return dist.Client(scheduler, set_as_default=False)
+    except (OSError, TimeoutError) as exc:
+        raise ConfigError(
+            f"--scheduler {scheduler}: cannot connect to the Dask scheduler ({exc})",
+            hint="check the address, and that `dask scheduler` runs there",
+        ) from None
+
+
+class FuturesExecutor:
+    """Run items through any ``concurrent.futures.Executor``, in batches.
+
+    Items travel pickled with cloudpickle, so stages from ``__main__`` or a notebook work
+    wherever the executor runs them. A batch that fails as a whole (a dead worker, a broken
+    pool) is split and rerun one item at a time. The executor stays the caller's: ``close``
+    does not shut it down.
+
+    Args:
+        executor: e.g. ``client.get_executor()``, ``ProcessPoolExecutor``, ``MPIPoolExecutor``.
+        jobs: its parallelism, for sizing batches (default: its ``_max_workers``, or the CPUs).
+    """
+
+    def __init__(self, executor: cf.Executor, jobs: int | None = None) -> None:
+        self._executor = executor
+        self.jobs = max(1, jobs or getattr(executor, "_max_workers", None) or os.cpu_count() or 1)
+        self._running: dict[cf.Future[list[Outcome]], _Batch] = {}
+        self._stop = threading.Event()
+
+    def run(self, tasks: Iterable[Task], *, max_parallel: int | None = None) -> Iterator[Outcome]:
+        """Run every task; yield outcomes as batches complete."""
+
+        def submit(batch: list[Task]) -> cf.Future[list[Outcome]]:
+            return self._executor.submit(_run_batch, (), _dumps(([], batch), frozenset()))
+
+        yield from _drive(
+            submit,
+            list(tasks),
+            jobs=self.jobs,
+            window=_window(self.jobs, max_parallel),
+            live_slots=lambda: min(self.jobs, max_parallel or self.jobs),
+            explain_death=lambda exc: f"the worker running this item died: {type(exc).__name__}: {exc}",
+            running=self._running,
+            stop=self._stop,
+        )
+
+    def close(self) -> None:
+        """Nothing to release: the executor is the caller's."""
+
+    def terminate(self) -> None:
+        """Cancel the batches in flight (Ctrl-C); a ``run`` in another thread raises ``Interrupted``."""
+        self._stop.set()
+        for future in list(self._running):
+            future.cancel()
