@@ -84,7 +84,8 @@ def stage_statuses(
             for reason in reasons:
                 status.reasons[reason] += 1
         out.append(status)
-    return out
+    display = {q: i for i, q in enumerate(session.model.nodes)}
+    return sorted(out, key=lambda s: display[s.stage])  # decided in execution order, shown in display order
 
 
 def _count_outcome(status: StageStatus, entry: Outcome, record: object, mine: set[str]) -> None:
@@ -100,7 +101,7 @@ def _count_outcome(status: StageStatus, entry: Outcome, record: object, mine: se
         status.pending += 1
         status.stale += 1 if record is not None else 0
         status.missing += 1 if record is None else 0
-        status.reasons[entry.reason or "upstream may change"] += 1
+        status.reasons["new" if record is None else (entry.reason or "upstream may change")] += 1
     elif entry.status == "rejected":
         status.rejected += 1
         mine.add(entry.key)

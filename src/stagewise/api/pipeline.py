@@ -103,6 +103,9 @@ class Pipeline:
         where: Sequence[str] | Mapping[str, Any] = (),
         output: str | Path | None = None,
         fail_fast: bool = False,
+        retries: int = 0,
+        progress: bool = True,
+        wait: bool = False,
     ) -> RunReport:
         """Run the selected stages (all when none are given) and return the report.
 
@@ -116,8 +119,12 @@ class Pipeline:
             where: item filters, ``["split=test", "sim=0:4"]`` or ``{"split": "test"}``.
             output: another output root for this run.
             fail_fast: stop at the first failed item.
+            retries: rerun a failed item up to this many times.
+            progress: show progress (bars on a terminal, periodic lines otherwise).
+            wait: wait for another run's lock instead of failing.
         """
-        _refuse_inside_worker()
+        if _importing_in_worker():
+            return RunReport()  # the script is being imported by a worker: the coordinator runs
         if isinstance(selectors, str):
             selectors = [selectors]
         if isinstance(where, Mapping):
@@ -125,7 +132,8 @@ class Pipeline:
         session = self.session(params, output)
         options = RunOptions(
             selectors=list(selectors or []), jobs=jobs, executor=executor, force=force,
-            where=list(where), output=output, fail_fast=fail_fast,
+            where=list(where), output=output, fail_fast=fail_fast, retries=retries,
+            progress=progress, extra={"wait": wait, "command": "Pipeline.run"},
         )  # fmt: skip
         selection = session.select(options.selectors)
         if selection.list_group:
@@ -180,23 +188,23 @@ class Pipeline:
         """Give a script the whole command line (``python experiment.py run train --train.epochs 3``)."""
         from stagewise.cli.main import main  # the script-mode entry point sits above the API
 
+        if _importing_in_worker():
+            return  # a worker importing the script: only the coordinator runs the command line
         raise SystemExit(main(argv, pipeline=self))
 
     def __repr__(self) -> str:
         return f"<Pipeline {self.name}: {', '.join(self._model.nodes)}>"
 
 
-def _refuse_inside_worker() -> None:
-    """A worker process importing the user's script must not start a run of its own."""
-    import multiprocessing
+def _importing_in_worker() -> bool:
+    """Whether this is a worker process importing the user's script (``__mp_main__``).
+
+    Worker processes import the script that started the run; a script without an
+    ``if __name__ == "__main__":`` guard would start a run inside every worker.
+    """
     import sys
 
-    main = sys.modules.get("__main__")
-    if multiprocessing.parent_process() is not None and getattr(main, "__name__", "") == "__mp_main__":
-        raise ConfigError(
-            "Pipeline.run() was called while a worker process imported your script",
-            hint='put the run under `if __name__ == "__main__":` (worker processes import the script)',
-        )
+    return getattr(sys.modules.get("__main__"), "__name__", "") == "__mp_main__"
 
 
 class AssetView:

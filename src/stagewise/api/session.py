@@ -140,6 +140,19 @@ class Session:
                 return qname
         return None
 
+    def waiting_upstream(self, selected: Sequence[str]) -> list[str]:
+        """Unselected upstream stages that have work (why ``--next`` found nothing to run)."""
+        from stagewise.api.explain import stage_statuses
+        from stagewise.model.graph import upstream
+
+        outside = [q for q in self.model.nodes if q in upstream(self.model, selected) and q not in selected]
+        if not outside:
+            return []
+        plans = self.plan_all(outside)
+        with self.open_store(readonly=True) as store:
+            statuses = stage_statuses(self, plans, self.fingerprints(plans), self.records(store))
+        return [s.stage for s in statuses if s.would_run or s.pending]
+
     def plan_all(self, selected: Sequence[str]) -> list[StagePlan]:
         """Every item of the given stages, without checking inputs (for ``status``)."""
         return plan_stages(self.model, selected, self.params)
@@ -178,7 +191,7 @@ class Session:
         executor = _executor(options)
         lock = RunLock(self.state_dir() / "lock")
         try:
-            lock.acquire(wait=bool(options.extra.get("wait")))
+            _acquire(lock, wait=bool(options.extra.get("wait")))
             with self.open_store() as store:
                 run_id = _new_run_id()
                 _clean_after_crash(store, self.model.output)
@@ -233,6 +246,21 @@ class Session:
                     why,
                     selected[0],
                 )
+
+
+def _acquire(lock: RunLock, *, wait: bool) -> None:
+    """Take the run lock; say when waiting for another run, and when a dead run's lock is taken over."""
+    from stagewise.errors import LockError
+
+    try:
+        lock.acquire(wait=False)
+    except LockError as exc:
+        if not wait:
+            raise
+        log.info("waiting: %s", exc.message)
+        lock.acquire(wait=True)
+    if getattr(lock, "took_over", None):
+        log.warning("took over the lock of a run that is gone (%s)", lock.took_over)
 
 
 def _new_run_id() -> str:

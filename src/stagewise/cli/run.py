@@ -77,14 +77,16 @@ def execute(args: argparse.Namespace) -> int:
     where = args.where or list(settings.get("where") or [])
     if args.save_config:
         session.validate(selection.stages)  # a config that would not run is not worth saving
-        _save_config(args.save_config, session, selectors, jobs, where)
+        _save_config(args.save_config, session, selectors, jobs, where, executor)
         if args.dry_run:
-            print(f"wrote {args.save_config}")
             return 0
     if args.next:
         chosen = session.next_stage(selection.stages, where)
         if chosen is None:
             print("nothing to do")
+            waiting = session.waiting_upstream(selection.stages)
+            if waiting:
+                log.info("(the selected stages wait for unselected upstream work: %s)", ", ".join(waiting))
             return 0
         log.info("next: %s", chosen)
         selection = type(selection)((chosen,))
@@ -110,7 +112,9 @@ def execute(args: argparse.Namespace) -> int:
     return 1
 
 
-def _save_config(file: str, session: Any, selectors: list[str], jobs: int | None, where: list[str]) -> None:
+def _save_config(
+    file: str, session: Any, selectors: list[str], jobs: int | None, where: list[str], executor: str
+) -> None:
     """Write what repeats this run: every resolved parameter, then selection, output and jobs."""
     import yaml
 
@@ -128,7 +132,12 @@ def _save_config(file: str, session: Any, selectors: list[str], jobs: int | None
         shown = str(output.relative_to(session.model.base_dir))
     except ValueError:
         shown = str(output)
-    values["stagewise"] = {"select": list(selectors), "output": shown, "jobs": jobs or usable_cpus()}
+    values["stagewise"] = {
+        "select": list(selectors),
+        "output": shown,
+        "jobs": jobs or usable_cpus(),
+        "executor": executor,
+    }
     if where:
         values["stagewise"]["where"] = list(where)
     text = "# written by stagewise run --save-config; repeat with: stagewise run --config " + file + "\n"

@@ -141,7 +141,7 @@ class TaskBuilder:
         extra = [d for d in dims if d not in tags]
         if extra:
             entries = self._collection(link, dims, extra, tags)
-            if self.pending is not None and link.producer is not None:
+            if not self.force and self.pending is not None and link.producer is not None:
                 pending = self.pending.get(link.producer, set())
                 if pending and self._any_pending(link, dims, tags, pending):
                     raise _Blocked("pending", f"upstream may change: {link.producer}")
@@ -150,7 +150,11 @@ class TaskBuilder:
         rid, rel = self.paths.locate(link, tags)
         if link.producer is not None:
             producer_key = item_key([tags[d] for d in dims])
-            if self.pending is not None and producer_key in self.pending.get(link.producer, ()):
+            if (
+                not self.force
+                and self.pending is not None
+                and producer_key in self.pending.get(link.producer, ())
+            ):
                 raise _Blocked("pending", f"upstream may change: {link.producer}")
             state = self.records.stage(link.producer).get(producer_key)
             if state is not None and state.status != "done":
@@ -186,8 +190,8 @@ class TaskBuilder:
             if state is not None and state.status != "done":
                 continue
             path = self.paths.path_str(link, full)
-            if state is None and not os.path.exists(path):
-                continue
+            if not os.path.exists(path):
+                continue  # never produced, or deleted since (its producer is then stale: warned)
             key = full[extra[0]] if len(extra) == 1 else tuple(full[d] for d in extra)
             entries.append((key, path))
         with contextlib.suppress(TypeError):  # mixed value types: keep the declared order

@@ -99,15 +99,24 @@ def run_plans(
             limit = parallel_limit(plan.node.stage.memory) if plan.node.stage.memory else None
             for attempt in range(retries + 1):
                 again: dict[str, Task] = {}
+                stopping = False
                 for outcome in _run_tasks(executor, list(tasks.values()), limit):
+                    if outcome is None:  # a heartbeat while items run
+                        records.flush_if_due()
+                        continue
                     if outcome.status == "failed" and attempt < retries:
                         again[outcome.key] = tasks[outcome.key]
-                        log.warning("%s: item failed (%s); retrying", plan.qname, outcome.reason)
+                        tags = item_label(tasks[outcome.key].tags)
+                        log.warning("%s %s failed (%s); retrying", plan.qname, tags, outcome.reason)
                         continue
                     _take(outcome, tasks.get(outcome.key), fp, plan, records, report, counts, notify)
                     records.flush_if_due()
-                    if fail_fast and outcome.status == "failed":
-                        break
+                    if fail_fast and outcome.status == "failed" and not stopping:
+                        stop = getattr(executor, "stop", None)
+                        if stop is None:
+                            break
+                        stop()  # record what is already running, start nothing more
+                        stopping = True
                 if not again or (fail_fast and report.failures):
                     break
                 tasks = again
@@ -138,7 +147,7 @@ def parallel_limit(memory: int) -> int:
     return max(1, available // memory) if available else 1
 
 
-def _run_tasks(executor: Executor, tasks: list[Task], limit: int | None) -> Iterator[Outcome]:
+def _run_tasks(executor: Executor, tasks: list[Task], limit: int | None) -> Iterator[Outcome | None]:
     if limit is None:
         return executor.run(tasks)
     try:

@@ -1,18 +1,21 @@
 """The Dask executor: items run on a ``dask.distributed`` cluster, in batches.
 
 Without a scheduler address it starts a ``LocalCluster`` of ``jobs`` single-threaded worker
-processes (non-daemonic, so that stages may use multiprocessing); with one it connects a
-``Client`` to that cluster (any a client reaches, dask-jobqueue's included), and outputs must be
-on a filesystem every worker shares. ``FuturesExecutor`` runs the same batches through any
-``concurrent.futures.Executor`` (``client.get_executor()``, ``MPIPoolExecutor``...).
+processes: forked from a forkserver that imported distributed and stagewise once (Linux; spawn
+elsewhere), non-daemonic (stages may use multiprocessing), ignoring Ctrl-C (the coordinator's to
+handle). With an address it connects a ``Client`` to that cluster (any a client reaches,
+dask-jobqueue's included); outputs must then be on a filesystem every worker shares.
+``FuturesExecutor`` runs the same batches through any ``concurrent.futures.Executor``.
 
-Batches and deaths: as in the local executor, tiny items travel in batches, one Dask task each.
-A batch whose worker died (``KilledWorker``) is split and its items rerun one at a time; an item
-whose worker dies again fails, naming the signal when the nanny's log tells it. The clusters we
-start use ``allowed-failures: 0``, so Dask reports a death at once instead of rerunning the
-culprit on other workers. A task queued behind the culprit on the same worker gets
-``KilledWorker`` too: a lone item is blamed only when no other task of ours died on that worker
-(then it gets one more try).
+Batches and deaths: as in the local executor, tiny items travel in batches, one Dask task each,
+released as soon as their result is in (a finished task whose worker dies later would otherwise
+be recomputed, writing its outputs twice). A batch whose worker died (``KilledWorker``) is split
+and its items rerun one at a time; an item whose worker dies again fails, naming the signal
+when the nanny's log tells it. A task queued behind the culprit on the same worker dies too: a
+lone item is blamed only when no other task of ours died on that worker, else it gets one more
+try, and after a death no more tasks are in flight than the cluster has threads. The clusters
+we start use ``allowed-failures: 0``; on yours, Dask's default (3) reruns a crashing batch on
+three more workers before it reports ``KilledWorker``, so set it to 0 there too.
 
 Code on workers (design-hazards H4/H5). On a cluster we start, workers get the coordinator's
 ``sys.path`` with each batch and import stages by reference; ``__main__`` and notebook stages
@@ -44,7 +47,7 @@ import time
 import traceback
 import uuid
 from collections import Counter, deque
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from types import TracebackType
@@ -65,7 +68,7 @@ __all__ = ["DaskExecutor", "FuturesExecutor", "dask_setup"]
 _BATCH_MAX = 64
 _GRACE = 0.1  # seconds to wait for other deaths reported with one (co-victims of one worker)
 _CAUSE_WAIT = 1.0  # seconds to wait for the nanny to log why its worker died
-Submit = Callable[[list[Task]], "cf.Future[list[Outcome]]"]
+_REMOTE_WINDOW = 64  # batches in flight at least, on a cluster we did not start
 
 
 # --- worker side ----------------------------------------------------------------------------------
@@ -102,7 +105,7 @@ def _stage_from_fields(values: dict[str, Any]) -> Stage:
     return Stage(**values)
 
 
-# --- batches, deaths and the loop shared by both executors -------------------------------------------
+# --- the batching loop both executors share --------------------------------------------------------
 
 
 def _batches(tasks: list[Task], jobs: int) -> list[list[Task]]:
@@ -131,85 +134,110 @@ def _failed(tasks: Iterable[Task], reason: str, error: str | None = None) -> Ite
         yield Outcome(task.stage, task.key, "failed", reason=reason, error=error or reason)
 
 
-def _drive(
-    submit: Submit,
-    tasks: list[Task],
-    *,
-    jobs: int,
-    window: int | None,
-    live_slots: Callable[[], int],
-    explain_death: Callable[[BaseException], str],
-    running: dict[cf.Future[list[Outcome]], _Batch],
-    stop: threading.Event,
-) -> Iterator[Outcome]:
-    """Submit batches (at most ``window`` at a time), yield outcomes, split batches that died.
+class _Batched:
+    """Batches in flight, outcomes as they finish, dead batches split and their culprits blamed.
 
-    After a death, at most ``live_slots()`` tasks are in flight, so that an item rerun alone
-    does not queue behind another on one worker (where it would die with it, blameless).
-
-    Raises:
-        Interrupted: ``stop`` was set (``terminate``); what finished was yielded.
+    Subclasses submit a batch somewhere (``_submit``); the rest is shared.
     """
-    if stop.is_set():
-        raise Interrupted("the executor was terminated")
-    todo = deque(_Batch(b) for b in _batches(tasks, jobs))
-    died_at: Counter[str | None] = Counter()
-    try:
-        while todo or running:
-            limit = window if not died_at else max(1, min(live_slots(), window or sys.maxsize))
-            while todo and (limit is None or len(running) < limit):
-                batch = todo.popleft()
-                try:
-                    running[submit(batch.tasks)] = batch
-                except Exception as exc:  # e.g. an item that does not pickle
-                    if len(batch.tasks) > 1:
-                        todo.extendleft(_Batch([t]) for t in reversed(batch.tasks))
-                    else:
-                        yield from _failed(batch.tasks, f"could not send it to a worker: {exc!r}")
-            done, _ = cf.wait(running, timeout=1.0, return_when=cf.FIRST_COMPLETED)
-            if stop.is_set():
-                raise Interrupted("the run was terminated; items in flight were cancelled")
-            deaths: list[tuple[_Batch, BaseException]] = []
-            yield from _settle(done, running, deaths)
-            if deaths and running:  # the other tasks that died with that worker come together
-                more, _ = cf.wait(running, timeout=_GRACE)
-                yield from _settle(more, running, deaths)
-            died_at.update(_worker_of(exc) for _, exc in deaths)
-            for batch, exc in deaths:
-                address = _worker_of(exc)
-                if len(batch.tasks) > 1:
-                    todo.extendleft(_Batch([t]) for t in reversed(batch.tasks))  # find the culprit
-                elif batch.deaths == 0 and address is not None and died_at[address] > 1:
-                    batch.deaths += 1  # it may only have been queued behind the culprit
-                    todo.appendleft(batch)
-                else:
-                    yield from _failed(batch.tasks, explain_death(exc))
-    finally:
-        for future in running:
+
+    jobs: int
+
+    def __init__(self) -> None:
+        self._running: dict[cf.Future[list[Outcome]], _Batch] = {}
+        self._stop = threading.Event()
+
+    def _submit(self, tasks: list[Task]) -> cf.Future[list[Outcome]]:
+        raise NotImplementedError
+
+    def _cancel(self, futures: list[cf.Future[list[Outcome]]]) -> None:
+        for future in futures:
             future.cancel()
-        running.clear()
 
+    def _live_slots(self) -> int:
+        """Items that can run at once right now (workers come and go)."""
+        return self.jobs
 
-def _settle(
-    done: Collection[cf.Future[list[Outcome]]],
-    running: dict[cf.Future[list[Outcome]], _Batch],
-    deaths: list[tuple[_Batch, BaseException]],
-) -> Iterator[Outcome]:
-    for future in done:
-        batch = running.pop(future)
-        if future.cancelled():
-            yield from _failed(batch.tasks, "cancelled on the cluster")
-            continue
-        exc = future.exception()
-        if exc is None:
-            yield from future.result()
-        elif _is_death(exc):
-            deaths.append((batch, exc))
-        else:  # the batch could not even start: every item gets the reason
-            reason = f"the worker could not run it: {type(exc).__name__}: {exc}"
-            if isinstance(exc, ModuleNotFoundError):
-                reason += " (install it where the workers run, or put its folder on their PYTHONPATH)"
-            yield from _failed(batch.tasks, reason, "".join(traceback.format_exception(exc)))
+    def _explain(self, exc: BaseException) -> str:
+        return f"the worker running this item died: {type(exc).__name__}: {exc}"
+
+    def terminate(self) -> None:
+        """Cancel the batches in flight (Ctrl-C); a ``run`` in another thread raises ``Interrupted``."""
+        self._stop.set()
+        self._cancel(list(self._running))
+
+    def _drive(self, tasks: list[Task], *, jobs: int, window: int) -> Iterator[Outcome]:
+        """Keep at most ``window`` batches in flight; yield outcomes; split batches that died.
+
+        After a death, at most ``_live_slots()`` tasks are in flight, so that an item rerun alone
+        does not queue behind another on one worker (where it would die with it, blameless).
+
+        Raises:
+            Interrupted: ``terminate`` was called; what finished was yielded.
+        """
+        if self._stop.is_set():
+            raise Interrupted("the executor was terminated")
+        todo = deque(_Batch(b) for b in _batches(tasks, jobs))
+        died_at: Counter[str | None] = Counter()
+        try:
+            while todo or self._running:
+                limit = window if not died_at else max(1, min(self._live_slots(), window))
+                yield from self._top_up(todo, limit)
+                done, _ = cf.wait(self._running, timeout=1.0, return_when=cf.FIRST_COMPLETED)
+                if self._stop.is_set():
+                    raise Interrupted("the run was terminated; items in flight were cancelled")
+                deaths: list[tuple[_Batch, BaseException]] = []
+                yield from self._settle(done, deaths)
+                if deaths and self._running:  # the others that died with that worker come together
+                    more, _ = cf.wait(self._running, timeout=_GRACE)
+                    yield from self._settle(more, deaths)
+                died_at.update(_worker_of(exc) for _, exc in deaths)
+                yield from self._blame(deaths, died_at, todo)
+        finally:
+            self._cancel(list(self._running))
+            self._running.clear()
+
+    def _top_up(self, todo: deque[_Batch], limit: int) -> Iterator[Outcome]:
+        while todo and len(self._running) < limit:
+            batch = todo.popleft()
+            try:
+                self._running[self._submit(batch.tasks)] = batch
+            except Exception as exc:  # e.g. an item that does not pickle
+                if len(batch.tasks) > 1:
+                    todo.extendleft(_Batch([t]) for t in reversed(batch.tasks))
+                else:
+                    yield from _failed(batch.tasks, f"could not send it to a worker: {exc!r}")
+
+    def _settle(
+        self, done: Collection[cf.Future[list[Outcome]]], deaths: list[tuple[_Batch, BaseException]]
+    ) -> Iterator[Outcome]:
+        for future in done:
+            batch = self._running.pop(future)
+            if future.cancelled():
+                yield from _failed(batch.tasks, "cancelled on the cluster")
+                continue
+            exc = future.exception()
+            if exc is None:
+                yield from future.result()
+            elif _is_death(exc):
+                deaths.append((batch, exc))
+            else:  # the batch could not even start: every item gets the reason
+                reason = f"the worker could not run it: {type(exc).__name__}: {exc}"
+                if isinstance(exc, ModuleNotFoundError):
+                    reason += " (install it where the workers run, or put its folder on their PYTHONPATH)"
+                yield from _failed(batch.tasks, reason, "".join(traceback.format_exception(exc)))
+
+    def _blame(
+        self, deaths: list[tuple[_Batch, BaseException]], died_at: Counter[str | None], todo: deque[_Batch]
+    ) -> Iterator[Outcome]:
+        for batch, exc in deaths:
+            address = _worker_of(exc)
+            if len(batch.tasks) > 1:
+                todo.extendleft(_Batch([t]) for t in reversed(batch.tasks))  # find the culprit
+            elif batch.deaths == 0 and address is not None and died_at[address] > 1:
+                batch.deaths += 1  # it may only have been queued behind the culprit
+                todo.appendleft(batch)
+            else:
+                yield from _failed(batch.tasks, self._explain(exc))
 
 
 def _window(jobs: int, max_parallel: int | None) -> int:
@@ -389,7 +417,7 @@ def _require_distributed() -> Any:
     return distributed
 
 
-class DaskExecutor:
+class DaskExecutor(_Batched):
     """Run items on a Dask cluster: a ``LocalCluster`` we start, or one a scheduler address reaches.
 
     Args:
@@ -412,6 +440,7 @@ class DaskExecutor:
         client: distributed.Client | None = None,
         project_dirs: Sequence[Path] = (),
     ) -> None:
+        super().__init__()
         dist = _require_distributed()
         self.jobs = max(1, jobs)
         self._project_dirs = tuple(Path(d) for d in project_dirs)
@@ -420,8 +449,8 @@ class DaskExecutor:
         self._config: Any = None
         self._deaths: _DeathLog | None = None
         self._owns_client = client is None
-        self._running: dict[cf.Future[list[Outcome]], _Batch] = {}
-        self._stop = threading.Event()
+        self._tasks: dict[cf.Future[list[Outcome]], Any] = {}  # our futures -> Dask's
+        self._wire: tuple[tuple[str, ...], frozenset[str]] = ((), frozenset())
         if client is not None:
             self._client = client
         elif scheduler:
@@ -473,33 +502,60 @@ class DaskExecutor:
         """Run every task; yield outcomes as batches complete.
 
         ``max_parallel`` (from stages' ``memory``, measured on this machine) applies only to the
-        LocalCluster this executor started.
+        LocalCluster this executor started; on a cluster of yours, Dask places the batches.
         """
         todo = list(tasks)
         if not todo:
             return
-        own = self._cluster is not None
-        jobs = self.jobs if own else max(self.jobs, sum(self._client.nthreads().values()))
-        window = _window(jobs, max_parallel) if own else None  # a cluster of yours: let Dask queue
-        by_value = frozenset() if own else self._by_value_modules(todo)
-        paths = tuple(sys.path) if own else ()
+        if self._cluster is not None:
+            self._wire = (tuple(sys.path), frozenset())
+            yield from self._drive(todo, jobs=self.jobs, window=_window(self.jobs, max_parallel))
+        else:  # a window big enough for adaptive clusters to see the load and scale up
+            self._wire = ((), self._by_value_modules(todo))
+            slots = max(self.jobs, self._live_slots())
+            yield from self._drive(todo, jobs=slots, window=max(_REMOTE_WINDOW, 4 * slots))
 
-        def submit(batch: list[Task]) -> cf.Future[list[Outcome]]:
-            handlers = _shipped_handlers(batch, by_value) if by_value else []
-            payload = _dumps((handlers, batch), by_value)
-            key = f"stagewise-{batch[0].stage}-{uuid.uuid4().hex}"
-            return _submit(self._client, key, paths, payload)
+    def _submit(self, tasks: list[Task]) -> cf.Future[list[Outcome]]:
+        paths, by_value = self._wire
+        handlers = _shipped_handlers(tasks, by_value) if by_value else []
+        payload = _dumps((handlers, tasks), by_value)
+        key = f"stagewise-{tasks[0].stage}-{uuid.uuid4().hex}"
+        task = self._client.submit(_run_batch, paths, payload, key=key, pure=False, retries=0)
+        future: cf.Future[list[Outcome]] = cf.Future()
+        self._tasks[future] = task
+        task.add_done_callback(lambda task: self._settle_task(task, future))
+        return future
 
-        yield from _drive(
-            submit,
-            todo,
-            jobs=jobs,
-            window=window,
-            live_slots=lambda: sum(self._client.nthreads().values()),
-            explain_death=self._explain,
-            running=self._running,
-            stop=self._stop,
-        )
+    def _settle_task(self, task: Any, future: cf.Future[list[Outcome]]) -> None:
+        """Move a Dask task's result to our future, then release it (in distributed's callback thread).
+
+        Releasing at once matters: a finished task whose worker dies later is otherwise
+        recomputed while the client holds it, writing its outputs a second time.
+        """
+        with contextlib.suppress(cf.InvalidStateError):  # cancelled by us meanwhile
+            try:
+                if task.status == "finished":
+                    future.set_result(task.result())
+                elif task.status == "cancelled":
+                    future.cancel()
+                    future.set_running_or_notify_cancel()  # wakes cf.wait
+                else:
+                    future.set_exception(task.exception())
+            except BaseException as exc:  # the result could not be fetched (cluster gone)
+                future.set_exception(exc)
+        self._tasks.pop(future, None)
+        task.release()
+
+    def _cancel(self, futures: list[cf.Future[list[Outcome]]]) -> None:
+        tasks = [t for t in (self._tasks.pop(f, None) for f in futures) if t is not None]
+        for future in futures:
+            future.cancel()
+        if tasks and self._client is not None:
+            with contextlib.suppress(Exception):  # the cluster may be gone already
+                self._client.cancel(tasks)  # one message for all (Ctrl-C on a big queue)
+
+    def _live_slots(self) -> int:
+        return sum(self._client.nthreads().values())  # type: ignore[no-any-return]
 
     def _by_value_modules(self, tasks: list[Task]) -> frozenset[str]:
         homes = {_home_of(getattr(t.stage_ref, "fn", None)) for t in tasks}
@@ -544,9 +600,7 @@ class DaskExecutor:
 
         A ``run`` still iterating in another thread raises ``Interrupted``.
         """
-        self._stop.set()
-        for future in list(self._running):
-            future.cancel()
+        super().terminate()
         self.close()
 
     def __enter__(self) -> DaskExecutor:
@@ -556,39 +610,6 @@ class DaskExecutor:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
-
-
-def _submit(client: Any, key: str, paths: tuple[str, ...], payload: bytes) -> cf.Future[list[Outcome]]:
-    """Submit one batch; its result (or error) lands on a plain future, and Dask forgets the task.
-
-    Releasing the task at once matters: a finished task whose worker dies later is otherwise
-    recomputed while the client holds it, writing its outputs a second time.
-    """
-    task = client.submit(_run_batch, paths, payload, key=key, pure=False, retries=0)
-    future: cf.Future[list[Outcome]] = cf.Future()
-
-    def settle(task: Any) -> None:  # in distributed's callback thread
-        with contextlib.suppress(cf.InvalidStateError):  # cancelled by us meanwhile
-            try:
-                if task.status == "finished":
-                    future.set_result(task.result())
-                elif task.status == "cancelled":
-                    future.cancel()
-                    future.set_running_or_notify_cancel()  # wakes cf.wait
-                else:
-                    future.set_exception(task.exception())
-            except BaseException as exc:  # the result could not be fetched (cluster gone)
-                future.set_exception(exc)
-            finally:
-                task.release()
-
-    def cancel(future: cf.Future[list[Outcome]]) -> None:
-        if future.cancelled():
-            task.cancel()
-
-    task.add_done_callback(settle)
-    future.add_done_callback(cancel)
-    return future
 
 
 def _preload_in_forkserver() -> None:
@@ -602,10 +623,12 @@ def _preload_in_forkserver() -> None:
 
     from distributed.utils import get_mp_context
 
-    context = get_mp_context()  # sets Dask's own preload list, the first time
-    modules = list(getattr(forkserver._forkserver, "_preload_modules", None) or [])
-    if __name__ not in modules:
-        context.set_forkserver_preload([*modules, __name__])
+    def preloaded() -> list[str]:
+        return list(getattr(forkserver._forkserver, "_preload_modules", None) or [])
+
+    before = preloaded()  # the local pool's, if it asked first
+    context = get_mp_context()  # replaces the list with Dask's own, the first time
+    context.set_forkserver_preload(list(dict.fromkeys([*before, *preloaded(), __name__])))
 
 
 def _connect(dist: Any, scheduler: str) -> Any:
@@ -618,7 +641,7 @@ def _connect(dist: Any, scheduler: str) -> Any:
         ) from None
 
 
-class FuturesExecutor:
+class FuturesExecutor(_Batched):
     """Run items through any ``concurrent.futures.Executor``, in batches.
 
     Items travel pickled with cloudpickle, so stages from ``__main__`` or a notebook work
@@ -632,33 +655,16 @@ class FuturesExecutor:
     """
 
     def __init__(self, executor: cf.Executor, jobs: int | None = None) -> None:
+        super().__init__()
         self._executor = executor
         self.jobs = max(1, jobs or getattr(executor, "_max_workers", None) or os.cpu_count() or 1)
-        self._running: dict[cf.Future[list[Outcome]], _Batch] = {}
-        self._stop = threading.Event()
 
     def run(self, tasks: Iterable[Task], *, max_parallel: int | None = None) -> Iterator[Outcome]:
         """Run every task; yield outcomes as batches complete."""
+        yield from self._drive(list(tasks), jobs=self.jobs, window=_window(self.jobs, max_parallel))
 
-        def submit(batch: list[Task]) -> cf.Future[list[Outcome]]:
-            return self._executor.submit(_run_batch, (), _dumps(([], batch), frozenset()))
-
-        yield from _drive(
-            submit,
-            list(tasks),
-            jobs=self.jobs,
-            window=_window(self.jobs, max_parallel),
-            live_slots=lambda: min(self.jobs, max_parallel or self.jobs),
-            explain_death=lambda exc: f"the worker running this item died: {type(exc).__name__}: {exc}",
-            running=self._running,
-            stop=self._stop,
-        )
+    def _submit(self, tasks: list[Task]) -> cf.Future[list[Outcome]]:
+        return self._executor.submit(_run_batch, (), _dumps(([], tasks), frozenset()))
 
     def close(self) -> None:
         """Nothing to release: the executor is the caller's."""
-
-    def terminate(self) -> None:
-        """Cancel the batches in flight (Ctrl-C); a ``run`` in another thread raises ``Interrupted``."""
-        self._stop.set()
-        for future in list(self._running):
-            future.cancel()

@@ -47,6 +47,7 @@ class LocalExecutor:
 
     def __init__(self, jobs: int, *, memory_limit_bytes: int | None = None) -> None:
         self.jobs = max(1, jobs)
+        self._stopping = False
         self._pool = WorkerPool(
             self.jobs,
             initializer=_init_worker,
@@ -54,8 +55,9 @@ class LocalExecutor:
             memory_limit_bytes=memory_limit_bytes,
         )
 
-    def run(self, tasks: Iterable[Task], *, max_parallel: int | None = None) -> Iterator[Outcome]:
+    def run(self, tasks: Iterable[Task], *, max_parallel: int | None = None) -> Iterator[Outcome | None]:
         """Run every task; yield outcomes as batches complete."""
+        self._stopping = False
         todo = deque(_batches(list(tasks), self.jobs))
         limit = max(1, min(self.jobs, max_parallel or self.jobs))
         running: dict[cf.Future[list[Outcome]], list[Task]] = {}
@@ -75,10 +77,16 @@ class LocalExecutor:
                         else:
                             yield _died(batch[0], exc)
                 if not done:
-                    yield from ()  # let the coordinator flush records while items run
+                    yield None  # a heartbeat: the coordinator flushes records while items run
+                if self._stopping:
+                    todo.clear()  # fail-fast: start nothing more, let running items finish
         finally:
             for future in running:
                 future.cancel()
+
+    def stop(self) -> None:
+        """Start no more items; those already running finish and are reported."""
+        self._stopping = True
 
     def close(self) -> None:
         """Stop the workers."""
