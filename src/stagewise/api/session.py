@@ -188,7 +188,8 @@ class Session:
 
             with self.open_store(readonly=True) as store:
                 return explain_plans(self, plans, fingerprints, self.records(store), force=options.force)
-        executor = _executor(options)
+        executor = _executor(options, self.model)
+        terminated = False
         lock = RunLock(self.state_dir() / "lock")
         try:
             _acquire(lock, wait=bool(options.extra.get("wait")))
@@ -217,11 +218,17 @@ class Session:
                         )
                     outcome = "done" if report.ok else "failed"
                     return report
+                except KeyboardInterrupt:
+                    terminated = True
+                    terminate = getattr(executor, "terminate", None)
+                    if terminate is not None:
+                        terminate()  # workers ignore SIGINT: stop them now, what finished is recorded
+                    raise
                 finally:
                     store.finish_run(run_id, outcome=outcome)  # type: ignore[arg-type]
         finally:
             lock.release()
-            if isinstance(options.executor, str):
+            if isinstance(options.executor, str) and not terminated:
                 executor.close()
 
     def _warn_stale_producers(self, selected: Sequence[str], records: StateRecords) -> None:
@@ -286,15 +293,22 @@ def _clean_after_crash(store: StateStore, output: Path) -> None:
             )
 
 
-def _executor(options: RunOptions) -> Executor:
-    if not isinstance(options.executor, str):
-        return options.executor
+def _executor(options: RunOptions, model: PipelineModel) -> Executor:
+    import concurrent.futures as cf
+
     from stagewise.run.cpus import usable_cpus
 
+    if isinstance(options.executor, cf.Executor):  # any concurrent.futures executor, as given
+        from stagewise.run.executors.dask import FuturesExecutor
+
+        return FuturesExecutor(options.executor, options.jobs)  # type: ignore[return-value]
+    if not isinstance(options.executor, str):
+        return options.executor
     jobs = options.jobs if options.jobs is not None else usable_cpus()
     if jobs < 1:
         raise ConfigError(f"--jobs {jobs}: expected a number of parallel items >= 1")
-    return get_executor(options.executor, jobs)
+    scheduler = options.extra.get("scheduler")
+    return get_executor(options.executor, jobs, scheduler=scheduler, project_dirs=[model.base_dir])
 
 
 def layer_from_mapping(values: Mapping[str, Any], model: PipelineModel, origin: str, place: str) -> Layer:

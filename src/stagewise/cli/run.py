@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--executor",
         default=None,
         metavar="NAME",
-        help="local (processes, default), serial (in-process), threads",
+        help="local (processes, default), serial (in-process), threads, dask",
     )
     parser.add_argument("--force", action="store_true", help="rerun selected stages even if up to date")
     parser.add_argument(
@@ -46,6 +46,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--print-params",
         action="store_true",
         help="print each selected stage's resolved parameters before it runs",
+    )
+    parser.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="a Dask scheduler address (implies --executor dask; without it, dask starts a LocalCluster)",
     )
     parser.add_argument(
         "--retries", type=int, default=0, metavar="N", help="rerun a failed item up to N times"
@@ -73,7 +78,7 @@ def execute(args: argparse.Namespace) -> int:
         return _list_group(session, selection.list_group)
     settings = args.run_settings
     jobs = args.jobs if args.jobs is not None else settings.get("jobs")
-    executor = args.executor or settings.get("executor") or "local"
+    executor = args.executor or settings.get("executor") or ("dask" if args.scheduler else "local")
     where = args.where or list(settings.get("where") or [])
     if args.save_config:
         session.validate(selection.stages)  # a config that would not run is not worth saving
@@ -95,7 +100,7 @@ def execute(args: argparse.Namespace) -> int:
         where=where, output=args.output, fail_fast=args.fail_fast, dry_run=args.dry_run,
         retries=args.retries,
         progress=not (args.no_progress or args.quiet),
-        extra={"wait": args.wait, "command": " ".join(["run", *args.words])},
+        extra={"wait": args.wait, "command": " ".join(["run", *args.words]), "scheduler": args.scheduler},
     )  # fmt: skip
     if args.print_params:
         _print_params(session, selection.stages)

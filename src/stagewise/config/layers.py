@@ -190,8 +190,8 @@ def _apply_layer(
                 text = layer.from_text or isinstance(raw, TextValue)
                 value = convert(str(raw) if text else raw, spec, place=param_key(node, param), from_text=text)
             except ParameterError as exc:
-                message = exc.message.removeprefix(f"{param_key(node, param)}: ") if written else exc.message
-                problems.append(Problem(place, message, exc.hint, stage=qname))
+                # the message keeps its SPEC form (``train.epochs: expected int, got 'abc'``)
+                problems.append(Problem(place, exc.message, exc.hint, stage=qname))
                 continue
             earlier = assigned.get((qname, param))
             if earlier is not None and earlier[0] != value:
