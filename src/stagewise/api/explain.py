@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from stagewise.run.build import TaskBuilder
-from stagewise.run.coordinator import RunReport
 from stagewise.run.freshness import StageFingerprint
 from stagewise.run.paths import AssetPaths
 from stagewise.run.plan import StagePlan
@@ -22,7 +21,7 @@ from stagewise.run.task import Outcome
 if TYPE_CHECKING:
     from stagewise.api.session import Session
 
-__all__ = ["StageStatus", "explain_plans", "stage_statuses"]
+__all__ = ["StageStatus", "stage_statuses"]
 
 
 @dataclass
@@ -112,17 +111,3 @@ def _count_outcome(status: StageStatus, entry: Outcome, record: object, mine: se
     else:  # an input file is missing
         status.missing += 1
         status.reasons[entry.reason or "input missing"] += 1
-
-
-def explain_plans(
-    session: Session,
-    plans: Sequence[StagePlan],
-    fingerprints: Mapping[str, StageFingerprint],
-    records: StateRecords,
-    *,
-    force: bool = False,
-) -> RunReport:
-    """A dry run: the report of what would run, per stage, with reasons."""
-    report = RunReport()
-    report.statuses = stage_statuses(session, plans, fingerprints, records, force=force)
-    return report

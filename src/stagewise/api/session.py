@@ -90,11 +90,18 @@ class Session:
         """Every problem of the pipeline, parameters included."""
         return validate_model(self.model, self.param_problems)
 
-    def require_readable(self) -> None:
-        """Raise when the pipeline itself is broken (not merely a parameter): nothing can be planned."""
+    def require_readable(self, *, parameters: bool = False) -> None:
+        """Raise when the pipeline itself is broken: nothing can be planned.
+
+        Args:
+            parameters: also refuse bad parameter values (a required one left unset is fine:
+                ``params`` and ``status`` show it).
+        """
         from stagewise.model.graph import find_cycle
 
         problems = [p for p in self.model.problems if p.severity == "error"]
+        if parameters:
+            problems += [p for p in self.param_problems if "required parameter is not set" not in p.message]
         cycle = find_cycle(self.model)
         if cycle:
             problems.append(Problem(self.model.place, f"the stages form a cycle: {' -> '.join(cycle)}"))
@@ -184,10 +191,11 @@ class Session:
         plans = self.plan(selection.stages, options.where)
         fingerprints = self.fingerprints(plans)
         if options.dry_run:
-            from stagewise.api.explain import explain_plans
+            from stagewise.api.explain import stage_statuses
 
             with self.open_store(readonly=True) as store:
-                return explain_plans(self, plans, fingerprints, self.records(store), force=options.force)
+                statuses = stage_statuses(self, plans, fingerprints, self.records(store), force=options.force)
+            return RunReport(statuses=statuses)
         executor = _executor(options, self.model)
         terminated = False
         lock = RunLock(self.state_dir() / "lock")

@@ -6,7 +6,6 @@ import argparse
 from typing import Any
 
 from stagewise.cli.common import emit_json, load_session
-from stagewise.errors import ValidationError
 
 __all__ = ["add_arguments", "execute", "rows"]
 
@@ -44,10 +43,7 @@ def rows(session: Any, stages: list[str] | None = None) -> list[dict[str, Any]]:
 def execute(args: argparse.Namespace) -> int:
     """Print the parameter table (or JSON rows)."""
     _, session, selectors = load_session(args)
-    session.require_readable()
-    fatal = [p for p in session.param_problems if "required parameter is not set" not in p.message]
-    if fatal:
-        raise ValidationError(fatal)
+    session.require_readable(parameters=True)
     stages = list(session.select(selectors).stages) if selectors else None
     data = rows(session, stages)
     if args.format == "json":

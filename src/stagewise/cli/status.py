@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from stagewise.cli.common import emit_json, load_session
-from stagewise.errors import ValidationError
 
 __all__ = ["add_arguments", "execute", "print_plan", "summarise_reasons"]
 
@@ -48,10 +47,7 @@ def execute(args: argparse.Namespace) -> int:
     from stagewise.api.explain import stage_statuses
 
     _, session, selectors = load_session(args)
-    session.require_readable()
-    fatal = [p for p in session.param_problems if "required parameter is not set" not in p.message]
-    if fatal:
-        raise ValidationError(fatal)
+    session.require_readable(parameters=True)
     stages = session.select(selectors).stages
     plans = session.plan_all(stages)
     with session.open_store(readonly=True) as store:

@@ -57,6 +57,7 @@ import cloudpickle
 
 from stagewise.errors import ConfigError, Interrupted
 from stagewise.model.stage import Stage
+from stagewise.run.executors.local import _batches
 from stagewise.run.task import Outcome, Task
 from stagewise.run.worker import execute, user_traceback
 
@@ -65,7 +66,6 @@ if TYPE_CHECKING:
 
 __all__ = ["DaskExecutor", "FuturesExecutor", "dask_setup"]
 
-_BATCH_MAX = 64
 _GRACE = 0.1  # seconds to wait for other deaths reported with one (co-victims of one worker)
 _CAUSE_WAIT = 1.0  # seconds to wait for the nanny to log why its worker died
 _REMOTE_WINDOW = 64  # batches in flight at least, on a cluster we did not start
@@ -106,12 +106,6 @@ def _stage_from_fields(values: dict[str, Any]) -> Stage:
 
 
 # --- the batching loop both executors share --------------------------------------------------------
-
-
-def _batches(tasks: list[Task], jobs: int) -> list[list[Task]]:
-    """Split tasks so each worker gets several batches (load balance) of at most 64 items."""
-    size = max(1, min(_BATCH_MAX, len(tasks) // (jobs * 8)))
-    return [tasks[i : i + size] for i in range(0, len(tasks), size)]
 
 
 @dataclass(eq=False)
