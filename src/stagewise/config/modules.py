@@ -44,7 +44,10 @@ def import_file(file: Path, base: Path) -> object:
         for key in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
             del sys.modules[key]
     importlib.invalidate_caches()
-    if file.parent.absolute() == base and "." not in name:
+    if file.parent.absolute() != base and "." not in name:
+        put_first_on_path(file.parent.absolute())  # workers find it the same way (sys.path travels)
+        put_first_on_path(base)
+    if "." not in name:
         return importlib.import_module(name)
     spec = importlib.util.spec_from_file_location(name, file)
     if spec is None or spec.loader is None:

@@ -100,6 +100,26 @@ class FileIndex:
         return [found[loc] for loc in located]
 
 
+def _plain_text(value: str) -> bool:
+    """Whether JSON writes ``value`` as is (no quote, backslash or control character to escape)."""
+    return value.isprintable() and '"' not in value and "\\" not in value
+
+
+def canonical_inputs(inputs: Mapping[str, str | None]) -> str:
+    """``dumps_json(inputs)`` for ``{name: digest}``, without the encoder in the common case."""
+    if all(v is None or _plain_text(v) for v in inputs.values()):
+        parts = (f'"{k}":' + ("null" if v is None else f'"{v}"') for k, v in sorted(inputs.items()))
+        return "{" + ",".join(parts) + "}"
+    return dumps_json(inputs)
+
+
+def canonical_outputs(outputs: Mapping[str, str | None], paths: Mapping[str, str]) -> str:
+    """``dumps_json({name: [path, digest]})``, without the encoder in the common case."""
+    if all(d is not None and _plain_text(d) and _plain_text(paths[n]) for n, d in outputs.items()):
+        return "{" + ",".join(f'"{n}":["{paths[n]}","{d}"]' for n, d in sorted(outputs.items())) + "}"
+    return dumps_json({n: [paths[n], d] for n, d in outputs.items()})
+
+
 def stale_reasons(
     record: ItemRecord | None,
     fp: StageFingerprint,
@@ -123,11 +143,10 @@ def stale_reasons(
     if (
         record.code_fp == fp.code.digest
         and record.params_hash == fp.params_hash
-        and json_text(record, "inputs") == dumps_json(inputs)
+        and json_text(record, "inputs") == canonical_inputs(inputs)
         and (
             record.status != "done"
-            or json_text(record, "outputs")
-            == dumps_json({n: [output_paths[n], d] for n, d in outputs.items()})
+            or json_text(record, "outputs") == canonical_outputs(outputs, output_paths)
         )
     ):
         return []  # the common case: compared as canonical JSON text, nothing decoded

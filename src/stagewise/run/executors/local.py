@@ -59,7 +59,9 @@ class LocalExecutor:
         """Run every task; yield outcomes as batches complete."""
         self._stopping = False
         todo = deque(_batches(list(tasks), self.jobs))
-        limit = max(1, min(self.jobs, max_parallel or self.jobs))
+        # one batch queued behind each running one, so no worker waits while the coordinator
+        # records a finished batch; a memory limit below the worker count is kept exactly
+        limit = max(1, max_parallel) if max_parallel and max_parallel < self.jobs else 2 * self.jobs
         running: dict[cf.Future[list[Outcome]], list[Task]] = {}
         try:
             while todo or running:
