@@ -512,3 +512,30 @@ def test_results_of_a_command_line_run_are_readable_from_python(demo, in_process
     assert list(rows[0])[:3] == ["split", "sim", "freq"]
     row = next(r for r in rows if (r["sim"], r["freq"]) == (5, 100))
     assert row == {"split": "train", "sim": 5, "freq": 100, "peak": 1000.5}
+
+
+def test_stages_from_a_file_outside_the_pipeline_folder_runs_in_worker_processes(project):
+    # the stage module lives beside, not below, the pipeline file: workers must import it too
+    project.write(
+        "lib/shared_steps.py",
+        """
+        from stagewise import Item, stage
+
+        @stage(outputs={"double": "double/{i}.json"}, over=("i",))
+        def double(item: Item):
+            return {"i": item.i, "double": 2 * item.i}
+        """,
+    )
+    project.pipeline(
+        """
+        pipeline: outside
+        stages_from: [../lib/shared_steps.py]
+        output: out
+        dims: {i: 4}
+        """,
+        relpath="conf/pipeline.yaml",
+    )
+    result = project.cli("run", "conf/pipeline.yaml", "--executor", "local", "-j", "2")
+    assert result.code == 0, result.describe()
+    out = project.root / "conf" / "out" / "double"
+    assert json.loads((out / "3.json").read_text()) == {"i": 3, "double": 6}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -38,6 +39,7 @@ def import_file(file: Path, base: Path) -> object:
     A module of the same name imported earlier from another file (another project loaded in
     the same process) is replaced, so each pipeline sees its own code.
     """
+    file = Path(os.path.normpath(file.absolute()))  # "conf/../lib/x.py" names module x, not "...lib.x"
     name = _module_name(file, base)
     loaded = sys.modules.get(name)
     if loaded is not None and Path(getattr(loaded, "__file__", "") or "").absolute() != file.absolute():
