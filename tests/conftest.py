@@ -158,3 +158,15 @@ def in_process_loading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Itera
     for name, module in list(sys.modules.items()):
         if str(getattr(module, "__file__", None) or "").startswith(root):
             del sys.modules[name]
+
+
+def problem_lines(result: CliResult) -> list[str]:
+    """The problems ``check`` printed, one per bullet line."""
+    return [line[4:] for line in result.stdout.splitlines() if line.startswith("  - ")]
+
+
+def assert_refused(project: Project, result: CliResult) -> None:
+    """Exit 2, messages without traceback, nothing written."""
+    assert result.code == 2, result.describe()
+    assert "Traceback" not in result.output, result.describe()
+    assert not (project.root / "out").exists(), "validation must not write the output folder"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CliResult, Project, Scenario, run_scenarios
+from conftest import CliResult, Project, Scenario, assert_refused, problem_lines, run_scenarios
 
 PIPELINE = """
 pipeline: cmb_demo
@@ -94,18 +94,6 @@ def checked(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], tuple[P
     """The project and command result of a registered scenario."""
     results = run_scenarios(SCENARIOS, tmp_path_factory.mktemp("checks"))
     return results.__getitem__
-
-
-def problem_lines(result: CliResult) -> list[str]:
-    """The problems ``check`` printed, one per bullet line."""
-    return [line[4:] for line in result.stdout.splitlines() if line.startswith("  - ")]
-
-
-def assert_refused(project: Project, result: CliResult) -> None:
-    """Exit 2, messages without traceback, nothing written."""
-    assert result.code == 2, result.describe()
-    assert "Traceback" not in result.output, result.describe()
-    assert not (project.root / "out").exists(), "validation must not write the output folder"
 
 
 def single_problem(project: Project, result: CliResult) -> str:

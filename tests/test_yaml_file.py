@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from conftest import CliResult, Project, Scenario, run_scenarios
+from conftest import CliResult, Project, Scenario, assert_refused, problem_lines, run_scenarios
 
 STAGES = '''
 from stagewise import Item, stage
@@ -109,16 +109,9 @@ def ran(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], tuple[Proje
     return results.__getitem__
 
 
-def problem_lines(result: CliResult) -> list[str]:
-    """The problems ``check`` printed, one per bullet line."""
-    return [line[4:] for line in result.stdout.splitlines() if line.startswith("  - ")]
-
-
 def single_problem(project: Project, result: CliResult) -> str:
     """The one problem ``check`` reported (exit 2, no traceback, nothing written)."""
-    assert result.code == 2, result.describe()
-    assert "Traceback" not in result.output, result.describe()
-    assert not (project.root / "out").exists()
+    assert_refused(project, result)
     problems = problem_lines(result)
     assert len(problems) == 1, result.describe()
     return problems[0]

@@ -161,6 +161,14 @@ class _Tracker(_Base):
         """Start a stage: bookkeeping, and whatever the display shows (overridden)."""
         return self._new_stage(qname, total)
 
+    def _count(self, outcome: Outcome) -> _Stage:
+        """Count an outcome in its stage (the common case: the current stage, one dict update)."""
+        stage = self._current
+        if stage is None or stage.qname != outcome.stage:
+            stage = self._find(outcome.stage)
+        stage.counts[outcome.status] += 1
+        return stage
+
     def end_stage(self, qname: str) -> None:
         """End a stage (overridden by each display)."""
         self._stages.pop(qname, None)
@@ -204,10 +212,7 @@ class PlainProgress(_Tracker):
     def update(self, outcome: Outcome) -> None:
         """Count an outcome; print a line when one is due (a dict update and a clock read otherwise)."""
         try:
-            stage = self._current
-            if stage is None or stage.qname != outcome.stage:
-                stage = self._find(outcome.stage)
-            stage.counts[outcome.status] += 1
+            stage = self._count(outcome)
             now = self._clock()
             if now >= self._due:
                 self._due = now + self._interval
@@ -301,13 +306,8 @@ class RichProgress(_Tracker):
 
     def update(self, outcome: Outcome) -> None:
         """Count an outcome (the bar shows it at the next redraw)."""
-        try:
-            stage = self._current
-            if stage is None or stage.qname != outcome.stage:
-                stage = self._find(outcome.stage)
-            stage.counts[outcome.status] += 1
-        except Exception:
-            pass
+        with contextlib.suppress(Exception):
+            self._count(outcome)
 
     def end_stage(self, qname: str) -> None:
         """Leave the stage's bar at its final count, its clock stopped."""
