@@ -147,15 +147,10 @@ class Pipeline:
 
         Returns a list of ``StageStatus`` (see ``stagewise status``).
         """
-        from stagewise.api.explain import stage_statuses
-
         if isinstance(selectors, str):
             selectors = [selectors]
         session = self.session(params)
-        stages = session.select(list(selectors or [])).stages
-        plans = session.plan_all(stages)
-        with session.open_store(readonly=True) as store:
-            return stage_statuses(session, plans, session.fingerprints(plans), session.records(store))
+        return session.statuses(session.select(list(selectors or [])).stages)
 
     def asset(self, ref: str) -> AssetView:
         """A view on the files of a stage output (``"clean.clean"``) or a source (``"mask"``).

@@ -10,7 +10,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stagewise.config.layers import Layer, ResolvedParam, flatten_params, resolve_params
 from stagewise.errors import ConfigError, Problem, ValidationError
@@ -27,6 +27,9 @@ from stagewise.state.filehash import FileFingerprinter
 from stagewise.state.lock import RunLock
 from stagewise.state.store import StateStore
 from stagewise.validate import validate_model
+
+if TYPE_CHECKING:
+    from stagewise.api.explain import StageStatus
 
 __all__ = ["RunOptions", "Session", "file_layer", "missing_source_warnings"]
 
@@ -127,18 +130,20 @@ class Session:
         check_inputs_exist(self.model, plans, AssetPaths(self.model))
         return plans
 
+    def statuses(self, stages: Sequence[str], where: Sequence[str] = ()) -> list[StageStatus]:
+        """What each stage's items would do now, read from the state store without writing to it."""
+        from stagewise.api.explain import stage_statuses
+
+        plans = plan_stages(self.model, stages, self.params, parse_where(self.model, where))
+        with self.open_store(readonly=True) as store:
+            return stage_statuses(self, plans, self.fingerprints(plans), self.records(store))
+
     def next_stage(self, selected: Sequence[str], where: Sequence[str] = ()) -> str | None:
         """The first selected stage, in display order, with items to run and no work upstream."""
-        from stagewise.api.explain import stage_statuses
         from stagewise.model.graph import upstream
 
         involved = set(selected) | upstream(self.model, selected)
-        order = [q for q in self.model.nodes if q in involved]
-        plans = plan_stages(self.model, order, self.params, parse_where(self.model, where))
-        with self.open_store(readonly=True) as store:
-            statuses = {
-                s.stage: s for s in stage_statuses(self, plans, self.fingerprints(plans), self.records(store))
-            }
+        statuses = {s.stage: s for s in self.statuses([q for q in self.model.nodes if q in involved], where)}
         for qname in self.model.nodes:
             status = statuses.get(qname)
             if qname not in selected or status is None or not (status.would_run or status.pending):
@@ -149,16 +154,12 @@ class Session:
 
     def waiting_upstream(self, selected: Sequence[str]) -> list[str]:
         """Unselected upstream stages that have work (why ``--next`` found nothing to run)."""
-        from stagewise.api.explain import stage_statuses
         from stagewise.model.graph import upstream
 
         outside = [q for q in self.model.nodes if q in upstream(self.model, selected) and q not in selected]
         if not outside:
             return []
-        plans = self.plan_all(outside)
-        with self.open_store(readonly=True) as store:
-            statuses = stage_statuses(self, plans, self.fingerprints(plans), self.records(store))
-        return [s.stage for s in statuses if s.would_run or s.pending]
+        return [s.stage for s in self.statuses(outside) if s.would_run or s.pending]
 
     def plan_all(self, selected: Sequence[str]) -> list[StagePlan]:
         """Every item of the given stages, without checking inputs (for ``status``)."""

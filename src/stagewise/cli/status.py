@@ -44,14 +44,9 @@ def print_plan(statuses: Sequence[Any]) -> None:
 
 def execute(args: argparse.Namespace) -> int:
     """Print the status table (or JSON rows); exit 0 whenever the pipeline can be read."""
-    from stagewise.api.explain import stage_statuses
-
     _, session, selectors = load_session(args)
     session.require_readable(parameters=True)
-    stages = session.select(selectors).stages
-    plans = session.plan_all(stages)
-    with session.open_store(readonly=True) as store:
-        statuses = stage_statuses(session, plans, session.fingerprints(plans), session.records(store))
+    statuses = session.statuses(session.select(selectors).stages)
     if args.format == "json":
         emit_json([s.as_dict() for s in statuses])
         return 0

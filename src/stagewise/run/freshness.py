@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,20 +84,6 @@ class FileIndex:
 
             return hash_file(rel) if os.path.exists(rel) else None
         return self.files.fingerprint(rid, rel)
-
-    def digests(self, paths: Sequence[str | Path]) -> list[str | None]:
-        """Digests of many files, batching the cache lookups per root."""
-        by_root: dict[str, list[str]] = {}
-        located = [self.locate(p) for p in paths]
-        for rid, rel in located:
-            by_root.setdefault(rid, []).append(rel)
-        found: dict[tuple[str, str], str | None] = {}
-        for rid, rels in by_root.items():
-            if rid == "/":
-                found.update({(rid, rel): self.digest(rel) for rel in rels})
-            else:
-                found.update({(rid, rel): d for rel, d in self.files.fingerprint_many(rid, rels).items()})
-        return [found[loc] for loc in located]
 
 
 def _plain_text(value: str) -> bool:

@@ -84,7 +84,3 @@ class AssetPaths:
         if root is not None and root in self._paths:
             return template, f"paths.{root}", {root: ""}, 1, stage_tag
         return template, "output" if link.producer else "base", None, 0, stage_tag
-
-    def output_link(self, qname: str, output: str) -> Link:
-        """The link naming one output of a stage."""
-        return Link(qname, output)
