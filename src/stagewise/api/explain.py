@@ -16,7 +16,7 @@ from stagewise.run.freshness import StageFingerprint
 from stagewise.run.paths import AssetPaths
 from stagewise.run.plan import StagePlan
 from stagewise.run.records import StateRecords
-from stagewise.run.task import Outcome
+from stagewise.run.task import Outcome, UpToDate
 
 if TYPE_CHECKING:
     from stagewise.api.session import Session
@@ -67,6 +67,9 @@ def stage_statuses(
         stage_records = records.stage(plan.qname)
         mine = pending.setdefault(plan.qname, set())
         for entry in builder.tasks(plan, fingerprints[plan.qname]):
+            if type(entry) is UpToDate:
+                status.done += entry.count
+                continue
             record = stage_records.get(entry.key)
             if isinstance(entry, Outcome):
                 _count_outcome(status, entry, record, mine)

@@ -181,9 +181,7 @@ class Session:
         """Item records over an open store, with file digests through its stat cache."""
         roots = {"output": self.model.output, "base": self.model.base_dir}
         roots.update({f"paths.{name}": root for name, root in self.model.paths.items()})
-        files = FileFingerprinter(BatchedStats(store), roots)
-        for root in roots:
-            files.preload(root)  # one query per root instead of one per file
+        files = FileFingerprinter(BatchedStats(store), roots)  # stages preload the roots they use
         return StateRecords(store, FileIndex(self.model, files), run_id)
 
     def run(self, options: RunOptions, selection: Selection) -> RunReport:

@@ -13,7 +13,7 @@ import ntpath
 import os
 import re
 import string
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -201,6 +201,70 @@ class Template:
             return prefix + fmt.format_map(tags)
         except (KeyError, ValueError, TypeError) as exc:
             self._diagnose(tags, paths, checks, exc)
+
+    def fixed_folder(self, *, tail: bool = False) -> str | None:
+        """The folder part of the template when it holds no field (``""``: none), else None.
+
+        With ``tail``, the leading path field and the separator after it are left out.
+        """
+        pieces = self._pieces[1:] if tail else self._pieces
+        first = next((i for i, piece in enumerate(pieces) if piece[1] is not None), len(pieces))
+        if any("/" in lit for lit, _, _ in pieces[first + 1 :]):
+            return None
+        head = "".join(lit for lit, _, _ in pieces[: first + 1])
+        return (head[1:] if tail else head).rpartition("/")[0]
+
+    def positional(
+        self, order: Mapping[str, int], constants: Mapping[str, str], *, tail: bool = False, prefix: str = ""
+    ) -> Callable[[Sequence[object]], str | None] | None:
+        """A renderer from a tuple of dim values (the hot loop of the quick check).
+
+        ``order`` gives each dim's position in the tuple, ``constants`` the builtin tags
+        (``stage``); with ``tail`` the leading path field and the separator after it are left
+        out. The renderer gives ``prefix`` + what ``render`` gives (normalised like
+        ``os.path.normpath`` where needed), or None where ``render`` would raise (an unsafe
+        value). Returns None when a field is neither a dim nor a constant.
+        """
+        out: list[str] = []
+        checks: list[tuple[int, str, bool]] = []
+        for lit, name, spec in self._pieces[1:] if tail else self._pieces:
+            out.append(lit.replace("{", "{{").replace("}", "}}"))
+            if name is None:
+                continue
+            if name in constants:
+                out.append(self._format(name, spec, constants[name]).replace("{", "{{").replace("}", "}}"))
+            elif name in order:
+                out.append("{" + str(order[name]) + (":" + spec if spec else "") + "}")
+                checks.append((order[name], spec, not spec.endswith("c")))
+            else:
+                return None
+        text = "".join(out)
+        if tail:
+            text = text[1:]  # the separator after the leading path field
+        fmt = (prefix.replace("{", "{{").replace("}", "}}") + text).format
+        unique = tuple(dict.fromkeys(checks))
+        # Safe values hold no separator and are not '.' or '..': only the literal text can make
+        # a path that normpath changes, so whether to normalise is known now, not per item.
+        skeleton = re.sub(r"\{\d+(:[^}]*)?\}", "x", text)
+        normalise = "//" in skeleton or "/." in skeleton or skeleton.startswith(".")
+        cut = len(prefix)
+
+        def render(values: Sequence[object]) -> str | None:
+            for index, spec, int_ok in unique:
+                value = values[index]
+                if int_ok and type(value) is int:
+                    continue
+                try:
+                    shown = value if type(value) is str and not spec else format(value, spec)
+                except (ValueError, TypeError):
+                    return None
+                if _unsafe_text(shown):  # type: ignore[arg-type]
+                    return None
+            if normalise:
+                return prefix + os.path.normpath(fmt(*values)[cut:])
+            return fmt(*values)
+
+        return render
 
     def path(self, tags: _Tags, *, paths: _Paths, default_root: Path | str, allowed_roots: _Roots) -> Path:
         """Render and resolve in one call (``resolve_str(t.render(...))`` skips the Path)."""

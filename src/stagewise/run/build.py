@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from stagewise.model.graph import upstream
-from stagewise.model.pipeline import Link, PipelineModel
+from stagewise.model.pipeline import Link, Node, PipelineModel
 from stagewise.run.freshness import FileIndex, StageFingerprint, collection_digest, stale_reasons
 from stagewise.run.paths import AssetPaths
 from stagewise.run.plan import StagePlan
+from stagewise.run.quick import QuickCheck, layout_digest, make_sig, producer_key_fn
 from stagewise.run.records import StateRecords
-from stagewise.run.task import InputSpec, Outcome, OutputSpec, Task, item_key, item_label
+from stagewise.run.task import InputSpec, Outcome, OutputSpec, Task, UpToDate, item_key, item_label
+from stagewise.state.filehash import StatKey
+from stagewise.state.records import ItemRecord
 
 __all__ = ["TaskBuilder"]
 
@@ -46,48 +49,62 @@ class TaskBuilder:
         """When explaining (dry run, status): items of each stage that would or might rerun.
         Their consumers are ``pending``: early cutoff decides at run time."""
 
-    def tasks(self, plan: StagePlan, fp: StageFingerprint) -> Iterator[Task | Outcome]:
-        """A task per item that must run; an outcome for the others.
+    def tasks(self, plan: StagePlan, fp: StageFingerprint) -> Iterator[Task | Outcome | UpToDate]:
+        """A task per item that must run; an outcome for the others (a count for up-to-date runs).
 
         Outcomes are ``uptodate`` (nothing to do), ``rejected`` (upstream rejected), ``skipped``
         (an item it reads failed) or ``failed`` (an input file is missing).
         """
         node = plan.node
+        qname = node.qname
         ancestors = [
-            q
-            for q in upstream(self.model, [node.qname])
-            if all(d in node.dims for d in self.model.nodes[q].dims)
+            q for q in upstream(self.model, [qname]) if all(d in node.dims for d in self.model.nodes[q].dims)
         ]
-        records = self.records.stage(node.qname)
-        output_links = {name: Link(node.qname, name) for name in node.stage.outputs}
+        output_links = {name: Link(qname, name) for name in node.stage.outputs}
         handlers = {name: self.paths.handler(link) for name, link in output_links.items()}
-        for values in plan.items:
-            tags = dict(zip(node.dims, values, strict=True))
+        layout = self._layout(node, fp)
+        self._sigs: dict[str, bytes] = {}
+        quick = None if self.force else self._quick(plan, fp, layout)
+        todo: Sequence[tuple[Any, ...]] = plan.items
+        if quick is not None:
+            settled = quick.settle(plan.items)
+            if settled.done:
+                yield UpToDate(qname, settled.done)
+            for index in settled.rejected:  # one by one: explaining names each reason
+                yield Outcome(qname, item_key(plan.items[index]), "uptodate")
+            todo = [plan.items[index] for index in settled.rest]
+        if len(todo) >= _PRELOAD_ITEMS:
+            self._preload(node)  # many items for the full check: read the stat cache at once
+        for values in todo:
             key = item_key(values)
-            record = records.get(key)
+            tags = dict(zip(node.dims, values, strict=True))
+            record = self.records.get(qname, key)
             try:
-                inputs, inputs_fp = self._inputs(node.stage.signature.lazy, node.links, tags)
+                inputs, inputs_fp, input_keys = self._inputs(node.stage.signature.lazy, node.links, tags)
             except _Blocked as exc:
                 if not (
                     record is not None
                     and record.status == exc.status == "rejected"
                     and record.reason == exc.reason
                 ):
-                    yield Outcome(node.qname, key, exc.status, reason=exc.reason)  # type: ignore[arg-type]
+                    yield Outcome(qname, key, exc.status, reason=exc.reason)  # type: ignore[arg-type]
                 else:
-                    yield Outcome(node.qname, key, "uptodate")
+                    yield Outcome(qname, key, "uptodate")
                 continue
             outputs = {}
             for name, link in output_links.items():
                 rid, rel = self.paths.locate(link, tags)
                 outputs[name] = OutputSpec(self._roots[rid] + os.sep + rel, handlers[name], rid, rel)
-            reasons = ["forced"] if self.force else self._reasons(record, fp, inputs_fp, outputs)
-            if not reasons:
-                yield Outcome(node.qname, key, "uptodate")
-                continue
-            meta = self._meta(ancestors, tags)
+            if self.force:
+                reasons = ["forced"]
+            else:
+                reasons, output_keys = self._reasons(record, fp, inputs_fp, outputs)
+                if not reasons:
+                    self._keep_sig(record, layout, input_keys, output_keys)
+                    yield Outcome(qname, key, "uptodate")
+                    continue
             yield Task(
-                node.qname,
+                qname,
                 node.stage,
                 key,
                 tags,
@@ -95,38 +112,111 @@ class TaskBuilder:
                 outputs,
                 plan.params,
                 fp.params_hash,
-                meta,
+                self._meta(ancestors, tags),
                 inputs_fp,
                 tuple(reasons),
             )
 
+    def _layout(self, node: Node, fp: StageFingerprint) -> bytes:
+        """The stage's code, parameters and file places, as a short digest (heads each signature)."""
+        files = [(f"in {n} {link.producer}", link) for n, link in node.links.items()]
+        files += [(f"out {n}", Link(node.qname, n)) for n in node.stage.outputs]
+        places = [
+            f"{what} {self._roots[self.paths.root_id(link)]} {self.paths.template(link).text}"
+            for what, link in files
+        ]
+        return layout_digest([fp.code.digest, fp.params_hash, *node.dims, *places])
+
+    def _quick(self, plan: StagePlan, fp: StageFingerprint, layout: bytes) -> QuickCheck | None:
+        """The quick check of a stage whose inputs are single files, when it has signatures."""
+        node = plan.node
+        dims = node.dims
+        if not plan.items or any(
+            d not in dims for link in node.links.values() for d in self.model.link_dims(link)
+        ):
+            return None  # a collection input: its key set is part of the fingerprint
+        sigs = self._sigs = self.records.sigs(node.qname)
+        if not sigs:
+            return None
+        links = [*node.links.values(), *(Link(node.qname, name) for name in node.stage.outputs)]
+        renderers = [self.paths.renderer(link, dims) for link in links]
+        first = plan.items[0]
+        tags = dict(zip(dims, first, strict=True))
+        for link, render in zip(links, renderers, strict=True):
+            if render is None:
+                return None
+            rid, rel = self.paths.locate(link, tags)
+            if render(first) != self._roots[rid] + os.sep + rel:  # never expected: stay exact
+                return None
+        blocked: list[tuple[Any, Any]] = []
+        for link in node.links.values():
+            if link.producer is not None:
+                key_fn = producer_key_fn(dims, self.model.link_dims(link))
+                blocked.append((key_fn, self.records.not_done(link.producer)))
+                if self.pending is not None:
+                    blocked.append((key_fn, self.pending.get(link.producer, ())))
+        count = len(node.links)
+        return QuickCheck(sigs, layout, renderers[:count], renderers[count:], blocked)
+
+    def _preload(self, node: Node) -> None:
+        """Read the stat cache of every root the stage's files are under, in one query each."""
+        links = [*node.links.values(), *(Link(node.qname, name) for name in node.stage.outputs)]
+        for rid in {self.paths.root_id(link) for link in links}:
+            self.index.files.preload(rid)
+
+    def _keep_sig(
+        self,
+        record: ItemRecord | None,
+        layout: bytes,
+        input_keys: list[StatKey | None] | None,
+        output_keys: list[StatKey | None] | None,
+    ) -> None:
+        """Give an up-to-date item a new stat signature when every file's stats prove its content."""
+        if record is None or input_keys is None or None in input_keys:
+            return
+        if record.status == "done":
+            if output_keys is None or None in output_keys:
+                return
+            sig = make_sig(layout, input_keys, output_keys)  # type: ignore[arg-type]
+        else:
+            sig = make_sig(layout, input_keys, None)  # type: ignore[arg-type]
+        if sig != self._sigs.get(record.key):
+            self.records.set_sig(record.stage, record.key, sig)
+
     def _reasons(
         self,
-        record: Any,
+        record: ItemRecord | None,
         fp: StageFingerprint,
         inputs_fp: dict[str, str | None],
         outputs: dict[str, OutputSpec],
-    ) -> list[str]:
+    ) -> tuple[list[str], list[StatKey | None] | None]:
+        """Why the item must run, and the proving stat key of each output (when done)."""
         if record is None:
-            return ["new"]
-        done = record.status == "done"
-        digests = (
-            {name: self.index.digest_at(spec.root, spec.rel) for name, spec in outputs.items()}
-            if done
-            else {}
-        )
-        return stale_reasons(
+            return ["new"], None
+        keys: list[StatKey | None] | None = None
+        digests: dict[str, str | None] = {}
+        if record.status == "done":
+            keys = []
+            for name, spec in outputs.items():
+                digests[name], key = self.index.digest_key_at(spec.root, spec.rel)
+                keys.append(key)
+        reasons = stale_reasons(
             record, fp, inputs_fp, digests, {name: spec.rel for name, spec in outputs.items()}
         )
+        return reasons, keys
 
     def _inputs(
         self, lazy: frozenset[str], links: dict[str, Link] | Any, tags: dict[str, Any]
-    ) -> tuple[dict[str, InputSpec], dict[str, str | None]]:
+    ) -> tuple[dict[str, InputSpec], dict[str, str | None], list[StatKey | None] | None]:
+        """How each input arrives, its digest, and the proving stat keys (None: a collection)."""
         specs: dict[str, InputSpec] = {}
         digests: dict[str, str | None] = {}
+        keys: list[StatKey | None] | None = []
         for name, link in links.items():
-            specs[name], digests[name] = self._input(lazy, name, link, tags)
-        return specs, digests
+            specs[name], digests[name], key = self._input(lazy, name, link, tags)
+            if keys is not None:
+                keys = None if key is _COLLECTION else [*keys, key]
+        return specs, digests, keys
 
     def _link_info(self, link: Link) -> tuple[tuple[str, ...], Any]:
         info = self._links.get(link)
@@ -136,7 +226,7 @@ class TaskBuilder:
 
     def _input(
         self, lazy: frozenset[str], name: str, link: Link, tags: dict[str, Any]
-    ) -> tuple[InputSpec, str | None]:
+    ) -> tuple[InputSpec, str | None, Any]:
         dims, handler = self._link_info(link)
         extra = [d for d in dims if d not in tags]
         if extra:
@@ -146,7 +236,7 @@ class TaskBuilder:
                 if pending and self._any_pending(link, dims, tags, pending):
                     raise _Blocked("pending", f"upstream may change: {link.producer}")
             digest = collection_digest((key, self.index.digest(path)) for key, path in entries)
-            return InputSpec("many", handler, entries=tuple(entries)), digest
+            return InputSpec("many", handler, entries=tuple(entries)), digest, _COLLECTION
         rid, rel = self.paths.locate(link, tags)
         if link.producer is not None:
             producer_key = item_key([tags[d] for d in dims])
@@ -156,17 +246,17 @@ class TaskBuilder:
                 and producer_key in self.pending.get(link.producer, ())
             ):
                 raise _Blocked("pending", f"upstream may change: {link.producer}")
-            state = self.records.stage(link.producer).get(producer_key)
+            state = self.records.get(link.producer, producer_key)
             if state is not None and state.status != "done":
                 label = item_label({d: tags[d] for d in dims})
                 if state.status == "rejected":
                     raise _Blocked("rejected", f"upstream rejected: {link.producer} {label}")
                 raise _Blocked("skipped", f"upstream failed: {link.producer} {label}")
-        digest = self.index.digest_at(rid, rel)
+        digest, key = self.index.digest_key_at(rid, rel)
         path = self._roots[rid] + os.sep + rel
         if digest is None:
             raise _Blocked("failed", f"input '{name}' is missing: {path}")
-        return InputSpec("one", handler, path=path, lazy=name in lazy), digest
+        return InputSpec("one", handler, path=path, lazy=name in lazy), digest, key
 
     def _any_pending(
         self, link: Link, dims: tuple[str, ...], tags: dict[str, Any], pending: set[str]
@@ -202,11 +292,18 @@ class TaskBuilder:
         meta: dict[str, dict[str, Any]] = {}
         for qname in ancestors:
             node = self.model.nodes[qname]
-            state = self.records.stage(qname).get(item_key([tags[d] for d in node.dims]))
+            state = self.records.get(qname, item_key([tags[d] for d in node.dims]))
             if state is not None and state.status == "done":
                 meta[node.stage.name] = dict(state.meta or {})
                 meta[qname] = meta[node.stage.name]
         return meta
+
+
+_PRELOAD_ITEMS = 64
+"""A stage with this many items reads the stat cache of its roots at once, not file by file."""
+
+_COLLECTION = object()
+"""The stat key of a collection input: it has none (its stages have no stat signature)."""
 
 
 class _Blocked(Exception):

@@ -18,7 +18,7 @@ from stagewise.run.paths import AssetPaths
 from stagewise.run.plan import StagePlan
 from stagewise.run.progress import NullProgress, ProgressSink
 from stagewise.run.records import StateRecords
-from stagewise.run.task import Outcome, Task, item_label
+from stagewise.run.task import Outcome, Task, UpToDate, item_label
 
 __all__ = ["Failure", "RunReport", "run_plans"]
 
@@ -62,7 +62,6 @@ def run_plans(
     force: bool = False,
     fail_fast: bool = False,
     retries: int = 0,
-    on_outcome: Callable[[Outcome], None] | None = None,
     progress: ProgressSink | None = None,
 ) -> RunReport:
     """Run the planned stages in order; a stage whose upstream failed does not start.
@@ -73,7 +72,7 @@ def run_plans(
     paths = AssetPaths(model)
     builder = TaskBuilder(model, records, paths, force=force)
     sink = progress if progress is not None else NullProgress()
-    notify = sink.update if on_outcome is None else _both(sink.update, on_outcome)
+    notify = sink.update
     report = RunReport()
     failed_stages: set[str] = set()
     try:
@@ -90,7 +89,10 @@ def run_plans(
             sink.start_stage(plan.qname, len(plan.items))  # before the builder: up-to-date items count
             tasks: dict[str, Task] = {}
             for entry in builder.tasks(plan, fp):
-                if isinstance(entry, Outcome):
+                if type(entry) is UpToDate:
+                    counts["uptodate"] += entry.count
+                    notify(entry)
+                elif isinstance(entry, Outcome):
                     _take(entry, None, fp, plan, records, report, counts, notify)
                 else:
                     tasks[entry.key] = entry
@@ -129,14 +131,6 @@ def run_plans(
     finally:
         records.flush()
     return report
-
-
-def _both(first: Callable[[Outcome], None], second: Callable[[Outcome], None]) -> Callable[[Outcome], None]:
-    def call(outcome: Outcome) -> None:
-        first(outcome)
-        second(outcome)
-
-    return call
 
 
 def parallel_limit(memory: int) -> int:

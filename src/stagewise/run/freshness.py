@@ -17,7 +17,7 @@ from typing import Any
 from stagewise.model.convert import canonical_json, to_plain
 from stagewise.model.pipeline import Node, PipelineModel
 from stagewise.state.codefp import CodeFingerprint, changed_parts, code_fingerprint
-from stagewise.state.filehash import FileFingerprinter
+from stagewise.state.filehash import FileFingerprinter, StatKey
 from stagewise.state.records import ItemRecord, dumps_json, json_text
 
 __all__ = ["FileIndex", "StageFingerprint", "collection_digest", "stage_fingerprint", "stale_reasons"]
@@ -76,6 +76,12 @@ class FileIndex:
     def digest(self, path: str | Path) -> str | None:
         """The digest of a file, or None when it is missing."""
         return self.digest_at(*self.locate(path))
+
+    def digest_key_at(self, rid: str, rel: str) -> tuple[str | None, StatKey | None]:
+        """The digest of a file and the stat key proving it (see `FileFingerprinter.fingerprint_key`)."""
+        if rid == "/":
+            return self.digest_at(rid, rel), None
+        return self.files.fingerprint_key(rid, rel)
 
     def digest_at(self, rid: str, rel: str) -> str | None:
         """The digest of ``rel`` under root id ``rid`` (``/``: an absolute path outside the roots)."""

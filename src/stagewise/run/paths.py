@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +76,33 @@ class AssetPaths:
         if "//" in rel or "/." in rel or rel.startswith("."):
             rel = os.path.normpath(rel)
         return rid, rel
+
+    def root_id(self, link: Link) -> str:
+        """The root id the files of ``link`` are under (``output``, ``base``, ``paths.<name>``)."""
+        info = self._located.get(link)
+        if info is None:
+            info = self._located[link] = self._locate_info(link)
+        return info[1]
+
+    def fixed_folder(self, link: Link) -> str | None:
+        """The folder every file of ``link`` is in, when no tag is part of it (else None)."""
+        template, rid, paths, _, _ = self._located.get(link) or self._locate_info(link)
+        folder = template.fixed_folder(tail=paths is not None)
+        if folder is None or any(part in (".", "..") for part in folder.split("/")) or "//" in folder:
+            return None
+        return self.roots()[rid] + (os.sep + folder if folder else "")
+
+    def renderer(self, link: Link, dims: Sequence[str]) -> Callable[[Sequence[Any]], str | None] | None:
+        """The full path of ``link``'s file from a tuple of values of ``dims``, fast.
+
+        Gives ``roots()[rid] + os.sep + rel`` of :meth:`locate`, or None for a value
+        :meth:`locate` would refuse. Returns None when the template needs a tag not in ``dims``.
+        """
+        template, rid, paths, _, stage_tag = self._located.get(link) or self._locate_info(link)
+        constants = {} if stage_tag is None else {"stage": stage_tag}
+        prefix = self.roots()[rid] + os.sep
+        order = {d: i for i, d in enumerate(dims)}
+        return template.positional(order, constants, tail=paths is not None, prefix=prefix)
 
     def _locate_info(self, link: Link) -> tuple[Template, str, dict[str, str] | None, int, str | None]:
         template = self.template(link)

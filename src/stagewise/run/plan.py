@@ -131,7 +131,7 @@ def find_missing_inputs(
 ) -> list[MissingInput]:
     """Sources the selected items read, and per-item outputs of unselected stages, that are missing."""
     selected = {p.qname for p in plans}
-    checked: set[str] = set()
+    checked: set[Link] = set()
     found: list[MissingInput] = []
     for plan in plans:
         node = plan.node
@@ -144,18 +144,69 @@ def find_missing_inputs(
                 if link.producer is not None and (nothing := _nothing_produced(model, link, paths)):
                     found.append(MissingInput(node.qname, input_name, link, nothing))
                 continue
-            missing: list[Path] = []
-            roots = paths.roots()
-            for values in plan.items:
-                rid, rel = paths.locate(link, dict(zip(node.dims, values, strict=True)))
-                path = roots[rid] + os.sep + rel
-                if path not in checked:
-                    checked.add(path)
-                    if not os.path.exists(path):
-                        missing.append(Path(path))
+            if link in checked:
+                continue  # another selected stage reads the same files
+            checked.add(link)
+            missing = _missing_files(paths, link, node.dims, plan.items)
             if missing:
                 found.append(MissingInput(node.qname, input_name, link, tuple(missing)))
     return found
+
+
+def _missing_files(
+    paths: AssetPaths, link: Link, dims: tuple[str, ...], items: Sequence[tuple[Any, ...]]
+) -> list[Path]:
+    """The files of ``link`` that the items need and that are not on disk."""
+    render = paths.renderer(link, dims)
+    missing: list[Path] = []
+    if render is None or len(items) < _LISTING_ITEMS:
+        roots = paths.roots()
+        for values in items:
+            rid, rel = paths.locate(link, dict(zip(dims, values, strict=True)))
+            if not os.path.exists(path := roots[rid] + os.sep + rel):
+                missing.append(Path(path))
+        return missing
+    listings = _Listings()
+    folder = paths.fixed_folder(link)
+    if folder is not None:  # every file in one folder: a name lookup per item
+        names, cut = listings.names(folder), len(folder) + 1
+        for values in items:
+            path = render(values)
+            if path is None or path[cut:] not in names:
+                missing.append(Path(path or paths.path_str(link, dict(zip(dims, values, strict=True)))))
+        return missing
+    for values in items:
+        path = render(values)
+        if path is None or not listings.exists(path):
+            missing.append(Path(path or paths.path_str(link, dict(zip(dims, values, strict=True)))))
+    return missing
+
+
+_LISTING_ITEMS = 64
+"""From this many files, list their folders once instead of asking for each file."""
+
+
+class _Listings:
+    """Whether files exist, from one listing of each folder (thousands of files, few folders)."""
+
+    def __init__(self) -> None:
+        self._names: dict[str, frozenset[str]] = {}
+
+    def names(self, folder: str) -> frozenset[str]:
+        """The entries of a folder (none when it is missing or not a folder)."""
+        names = self._names.get(folder)
+        if names is None:
+            try:
+                names = frozenset(os.listdir(folder or os.sep))
+            except OSError:
+                names = frozenset()
+            self._names[folder] = names
+        return names
+
+    def exists(self, path: str) -> bool:
+        """Whether ``path`` names an entry of its folder."""
+        folder, _, name = path.rpartition(os.sep)
+        return name in self.names(folder)  # a dangling symlink passes; its item fails as "input missing"
 
 
 def _nothing_produced(model: PipelineModel, link: Link, paths: AssetPaths) -> tuple[Path, ...]:

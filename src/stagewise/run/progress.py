@@ -24,6 +24,8 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
+from stagewise.run.task import UpToDate
+
 if TYPE_CHECKING:
     from types import TracebackType
 
@@ -56,8 +58,8 @@ class ProgressSink(Protocol):
     def start_stage(self, qname: str, total: int) -> None:
         """A stage starts with ``total`` items (outcomes of up-to-date items included)."""
 
-    def update(self, outcome: Outcome) -> None:
-        """One item finished (any status)."""
+    def update(self, outcome: Outcome | UpToDate) -> None:
+        """One item finished (any status), or a count of items found up to date."""
 
     def end_stage(self, qname: str) -> None:
         """A stage finished or stopped."""
@@ -95,7 +97,7 @@ class NullProgress(_Base):
     def start_stage(self, qname: str, total: int) -> None:
         """Nothing."""
 
-    def update(self, outcome: Outcome) -> None:
+    def update(self, outcome: Outcome | UpToDate) -> None:
         """Nothing."""
 
     def end_stage(self, qname: str) -> None:
@@ -161,12 +163,15 @@ class _Tracker(_Base):
         """Start a stage: bookkeeping, and whatever the display shows (overridden)."""
         return self._new_stage(qname, total)
 
-    def _count(self, outcome: Outcome) -> _Stage:
+    def _count(self, outcome: Outcome | UpToDate) -> _Stage:
         """Count an outcome in its stage (the common case: the current stage, one dict update)."""
         stage = self._current
         if stage is None or stage.qname != outcome.stage:
             stage = self._find(outcome.stage)
-        stage.counts[outcome.status] += 1
+        if type(outcome) is UpToDate:
+            stage.counts["uptodate"] += outcome.count
+        else:
+            stage.counts[outcome.status] += 1
         return stage
 
     def end_stage(self, qname: str) -> None:
@@ -209,7 +214,7 @@ class PlainProgress(_Tracker):
         self._due = stage.started + self._interval
         return stage
 
-    def update(self, outcome: Outcome) -> None:
+    def update(self, outcome: Outcome | UpToDate) -> None:
         """Count an outcome; print a line when one is due (a dict update and a clock read otherwise)."""
         try:
             stage = self._count(outcome)
@@ -304,7 +309,7 @@ class RichProgress(_Tracker):
             self._bars.start()
         return stage
 
-    def update(self, outcome: Outcome) -> None:
+    def update(self, outcome: Outcome | UpToDate) -> None:
         """Count an outcome (the bar shows it at the next redraw)."""
         with contextlib.suppress(Exception):
             self._count(outcome)

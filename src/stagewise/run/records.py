@@ -20,6 +20,9 @@ from stagewise.state.store import StateStore
 
 __all__ = ["BatchedStats", "StateRecords"]
 
+_POINT_LOOKUPS = 256
+"""Items of a stage looked up one by one before all its records are read at once."""
+
 
 class BatchedStats:
     """The state store as a stat cache whose writes go through the batch writer."""
@@ -51,13 +54,52 @@ class StateRecords:
         self.run_id = run_id
         self.host = socket.gethostname()
         self._stages: dict[str, dict[str, ItemRecord]] = {}
+        self._looked_up: dict[str, dict[str, ItemRecord | None]] = {}
+        self._not_done: dict[str, set[str]] = {}
 
     def stage(self, qname: str) -> dict[str, ItemRecord]:
         """Every recorded item of a stage, by key (read once, then kept up to date in memory)."""
         records = self._stages.get(qname)
         if records is None:
             records = self._stages[qname] = self.store.get_items(qname)
+            for key, record in self._looked_up.pop(qname, {}).items():
+                if record is not None:
+                    records[key] = record  # recorded in this run, maybe not committed yet
         return records
+
+    def get(self, qname: str, key: str) -> ItemRecord | None:
+        """The record of one item: looked up alone until a stage needs many, then all at once."""
+        records = self._stages.get(qname)
+        if records is not None:
+            return records.get(key)
+        looked_up = self._looked_up.setdefault(qname, {})
+        if key in looked_up:
+            return looked_up[key]
+        if len(looked_up) >= _POINT_LOOKUPS:
+            return self.stage(qname).get(key)
+        record = looked_up[key] = self.store.get_item(qname, key)
+        return record
+
+    def not_done(self, qname: str) -> set[str]:
+        """Keys of the items of a stage recorded failed or rejected (kept up to date in this run)."""
+        keys = self._not_done.get(qname)
+        if keys is None:
+            records = self._stages.get(qname)
+            keys = self._not_done[qname] = (
+                {k for k, r in records.items() if r.status != "done"}
+                if records is not None
+                else self.store.not_done(qname)
+            )
+        return keys
+
+    def sigs(self, qname: str) -> dict[str, bytes]:
+        """The stat signatures of a stage's items."""
+        return self.store.get_sigs(qname)
+
+    def set_sig(self, qname: str, key: str, sig: bytes) -> None:
+        """Keep a new stat signature for an item found up to date (not when only reading)."""
+        if not self.store.readonly:
+            self.store.writer.add_sigs([(sig, qname, key)])
 
     def put(self, outcome: Outcome, task: Task | None, fp: StageFingerprint) -> ItemRecord:
         """Record a finished (done, failed or rejected) item and its output fingerprints."""
@@ -91,13 +133,23 @@ class StateRecords:
             host=self.host,
             run_id=self.run_id,
         )
-        self.stage(outcome.stage)[outcome.key] = record
+        records = self._stages.get(outcome.stage)
+        if records is not None:
+            records[outcome.key] = record
+        else:
+            self._looked_up.setdefault(outcome.stage, {})[outcome.key] = record
+        not_done = self._not_done.get(outcome.stage)
+        if not_done is not None:
+            if outcome.status == "done":
+                not_done.discard(outcome.key)
+            else:
+                not_done.add(outcome.key)
         self.store.writer.add_items([record])
         return record
 
     def _remove_old_outputs(self, outcome: Outcome) -> None:
         """A rejected item has no outputs: files from an earlier, accepted run would mislead."""
-        old = self.stage(outcome.stage).get(outcome.key)
+        old = self.get(outcome.stage, outcome.key)
         if old is None or old.status != "done":
             return
         for relpath, _digest in (old.outputs or {}).values():

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
-__all__ = ["InputSpec", "Outcome", "OutputFile", "OutputSpec", "Task", "item_key", "item_label"]
+__all__ = ["InputSpec", "Outcome", "OutputFile", "OutputSpec", "Task", "UpToDate", "item_key", "item_label"]
 
 
 _encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
@@ -19,7 +19,18 @@ _encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
 
 def item_key(values: Sequence[Any]) -> str:
     """The canonical key of an item: its tag values as compact JSON (``["train",3]``)."""
-    return _encode(list(values))
+    parts = []
+    for value in values:  # ints and plain text without the encoder: ~4x faster, same text
+        kind = type(value)
+        if kind is int:
+            parts.append(str(value))
+        elif (
+            kind is str and value.isascii() and value.isprintable() and '"' not in value and "\\" not in value
+        ):
+            parts.append('"' + value + '"')
+        else:
+            return _encode(list(values))
+    return "[" + ",".join(parts) + "]"
 
 
 def item_label(tags: Mapping[str, Any]) -> str:
@@ -123,3 +134,10 @@ class Outcome:
     outputs: dict[str, OutputFile] = field(default_factory=dict)
     started: float = 0.0
     duration: float = 0.0
+
+
+class UpToDate(NamedTuple):
+    """Done items found up to date in a row, counted rather than listed one by one."""
+
+    stage: str
+    count: int

@@ -45,6 +45,7 @@ class BatchWriter:
         self._clock = clock
         self._items: list[ItemRecord] = []
         self._stats: list[StatRow] = []
+        self._sigs: list[tuple[bytes, str, str]] = []
         self._since: float | None = None
         self.commits = 0
         """How many transactions this writer committed (for tests and statistics)."""
@@ -52,7 +53,7 @@ class BatchWriter:
     @property
     def pending(self) -> int:
         """How many rows are waiting."""
-        return len(self._items) + len(self._stats)
+        return len(self._items) + len(self._stats) + len(self._sigs)
 
     def due(self) -> bool:
         """Whether the buffer should be committed now."""
@@ -72,6 +73,12 @@ class BatchWriter:
             self._stats.extend(rows)
             self._touched()
 
+    def add_sigs(self, rows: Iterable[tuple[bytes, str, str]]) -> None:
+        """Buffer ``(sig, stage, key)`` signature updates of existing items; commit if due."""
+        with self._store._lock:
+            self._sigs.extend(rows)
+            self._touched()
+
     def flush_if_due(self) -> bool:
         """Commit if due; return whether a commit happened."""
         with self._store._lock:
@@ -85,8 +92,8 @@ class BatchWriter:
         with self._store._lock:
             if not self.pending:
                 return
-            self._store._write(self._items, self._stats)
-            self._items, self._stats, self._since = [], [], None
+            self._store._write(self._items, self._stats, self._sigs)
+            self._items, self._stats, self._sigs, self._since = [], [], [], None
             self.commits += 1
 
     def _touched(self) -> None:

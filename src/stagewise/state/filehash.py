@@ -208,11 +208,19 @@ class FileFingerprinter:
             root: a root id given at construction.
             relpath: the file's path relative to that root, with ``/`` separators.
         """
+        return self.fingerprint_key(root, relpath)[0]
+
+    def fingerprint_key(self, root: str, relpath: str) -> tuple[str | None, StatKey | None]:
+        """The digest of one file (None when missing), and the `StatKey` that proves it.
+
+        The key is given only when the file is past the racy window: any file with that key
+        has that digest. None when the file is missing, racy, or changed while being hashed.
+        """
         known = self._load(root, (relpath,))
-        digest = self._one(root, relpath, known)
+        found = self._one_key(root, relpath, known)
         if len(self._pending) >= _WRITE_BATCH:
             self.flush()
-        return digest
+        return found
 
     def fingerprint_many(self, root: str, relpaths: Iterable[str]) -> dict[str, str | None]:
         """Return the digest of each file (None when missing), with one cache lookup.
@@ -313,24 +321,25 @@ class FileFingerprinter:
         return known
 
     def _one(self, root: str, relpath: str, known: dict[str, CachedStat | None]) -> str | None:
+        return self._one_key(root, relpath, known)[0]
+
+    def _one_key(
+        self, root: str, relpath: str, known: dict[str, CachedStat | None]
+    ) -> tuple[str | None, StatKey | None]:
         full = os.path.join(self._roots[root], relpath)
         key = self._stat(full)
         if key is None:
-            return None
+            return None, None
         entry = known.get(relpath)
-        if (
-            entry is not None
-            and entry.key == key
-            and key.mtime_ns + self._racy_window_ns <= entry.hashed_at_ns
-        ):
-            return entry.digest
+        window = self._racy_window_ns
+        if entry is not None and entry.key == key and key.mtime_ns + window <= entry.hashed_at_ns:
+            return entry.digest, key
         # Time taken before reading, so a write during hashing makes the new entry racy.
         hashed_at = self._clock()
         digest = self._hash_fn(full)
         self.hashed += 1
-        if self._stat(full) == key:
-            # Cache only when the file did not change while we read it.
-            entry = CachedStat(key, digest, hashed_at)
-            known[relpath] = entry
-            self._pending.append(StatRow(root, relpath, key, digest, hashed_at))
-        return digest
+        if self._stat(full) != key:
+            return digest, None  # changed while we read it: neither cached nor proven
+        known[relpath] = CachedStat(key, digest, hashed_at)
+        self._pending.append(StatRow(root, relpath, key, digest, hashed_at))
+        return digest, (key if key.mtime_ns + window <= hashed_at else None)

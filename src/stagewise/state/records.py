@@ -14,6 +14,7 @@ from typing import Any, Generic, Literal, TypeVar, overload
 __all__ = [
     "ITEM_SELECT",
     "ITEM_UPSERT",
+    "MIGRATIONS",
     "SCHEMA",
     "SCHEMA_VERSION",
     "ItemRecord",
@@ -27,7 +28,10 @@ __all__ = [
 ]
 
 #: Version of the schema below, kept in ``PRAGMA user_version``. Bump it with a migration.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+#: Statements that bring a store of an older schema version (the key) to the next version.
+MIGRATIONS: dict[int, str] = {}  # filled below from SCHEMA
 
 ItemStatus = Literal["done", "failed", "rejected"]
 RunOutcome = Literal["running", "done", "failed", "interrupted"]
@@ -63,6 +67,18 @@ CREATE TABLE IF NOT EXISTS statcache (   -- digest of a file, valid while its st
     hashed_at_ns INTEGER NOT NULL,       -- wall clock when hashing began (racy-clean rule)
     PRIMARY KEY (root, relpath)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sigs (        -- stat signature of an item: its files' stats when last proven
+    stage TEXT NOT NULL,                 -- as in items (see stagewise.run.quick)
+    key   TEXT NOT NULL,
+    sig   BLOB NOT NULL,                 -- layout (code, parameters, templates) + packed stats
+    PRIMARY KEY (stage, key)
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS items_written AFTER INSERT ON items BEGIN
+    DELETE FROM sigs WHERE stage = NEW.stage AND key = NEW.key;  -- a new record: not proven yet
+END;
+CREATE TRIGGER IF NOT EXISTS items_deleted AFTER DELETE ON items BEGIN
+    DELETE FROM sigs WHERE stage = OLD.stage AND key = OLD.key;
+END;
 CREATE TABLE IF NOT EXISTS runs (        -- one row per `stagewise run`
     run_id    TEXT PRIMARY KEY,
     started   REAL NOT NULL,             -- unix time
@@ -75,6 +91,10 @@ CREATE TABLE IF NOT EXISTS runs (        -- one row per `stagewise run`
     summary   TEXT                       -- JSON: per-stage counts and timings, failures
 );
 """
+
+MIGRATIONS[1] = SCHEMA[
+    SCHEMA.index("CREATE TABLE IF NOT EXISTS sigs") : SCHEMA.index("CREATE TABLE IF NOT EXISTS runs")
+]
 
 _T = TypeVar("_T")
 

@@ -27,6 +27,7 @@ from stagewise.state.fsinfo import is_network_fs
 from stagewise.state.records import (
     ITEM_SELECT,
     ITEM_UPSERT,
+    MIGRATIONS,
     SCHEMA,
     SCHEMA_VERSION,
     ItemRecord,
@@ -135,9 +136,10 @@ class StateStore:
             if not memory:
                 self._set_journal(conn)
             if version < SCHEMA_VERSION:
-                # One script, one transaction: a crash midway leaves version 0 and no tables.
+                # One script, one transaction: a crash midway leaves the old version intact.
+                steps = [SCHEMA] if version == 0 else [MIGRATIONS[v] for v in range(version, SCHEMA_VERSION)]
                 conn.executescript(
-                    f"BEGIN IMMEDIATE; {SCHEMA}; PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+                    f"BEGIN IMMEDIATE; {'; '.join(steps)}; PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
                 )
         except BaseException:
             conn.close()
@@ -183,11 +185,18 @@ class StateStore:
             except sqlite3.Error as exc:
                 _reraise(self.path, exc)
 
-    def _write(self, items: Sequence[ItemRecord], stats: Sequence[StatRow]) -> None:
-        """Write items and stat rows in one transaction (the BatchWriter's commit)."""
+    def _write(
+        self,
+        items: Sequence[ItemRecord],
+        stats: Sequence[StatRow],
+        sigs: Sequence[tuple[bytes, str, str]] = (),
+    ) -> None:
+        """Write items, stat rows and signatures in one transaction (the BatchWriter's commit)."""
         with self._guard(write=True, flush=False) as conn:
             if items:
                 conn.executemany(ITEM_UPSERT, [item_to_row(r) for r in items])
+            if sigs:
+                conn.executemany("INSERT OR REPLACE INTO sigs (sig, stage, key) VALUES (?, ?, ?)", sigs)
             if stats:
                 conn.executemany(
                     "INSERT OR REPLACE INTO statcache VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -232,6 +241,17 @@ class StateStore:
             row = conn.execute(f"{ITEM_SELECT} WHERE stage = ? AND key = ?", (stage, key))
             found = row.fetchone()
         return None if found is None else item_from_row(found)
+
+    def get_sigs(self, stage: str) -> dict[str, bytes]:
+        """The stat signature of each item of ``stage`` that has one (see `stagewise.run.quick`)."""
+        with self._guard() as conn:
+            return dict(conn.execute("SELECT key, sig FROM sigs WHERE stage = ?", (stage,)).fetchall())
+
+    def not_done(self, stage: str) -> set[str]:
+        """Keys of the items of ``stage`` recorded failed or rejected."""
+        with self._guard() as conn:
+            rows = conn.execute("SELECT key FROM items WHERE stage = ? AND status != 'done'", (stage,))
+            return {row[0] for row in rows}
 
     def put_items(self, records: Iterable[ItemRecord]) -> None:
         """Insert or replace records now, in one transaction (see `writer` for batching)."""
