@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -214,3 +215,56 @@ def test_orphan_cleaning_can_stay_in_one_folder(tmp_path: Path) -> None:
 
 def test_orphan_cleaning_of_a_missing_folder_is_a_no_op(tmp_path: Path) -> None:
     assert remove_orphan_temps(tmp_path / "nothing") == []
+
+
+class Recording:
+    """Records the type of path it is given (a user handler: the protocol promises a Path)."""
+
+    def __init__(self) -> None:
+        self.given: list[type] = []
+
+    def read(self, path: Path) -> bytes:
+        return path.read_bytes()
+
+    def write(self, path: Path, data: Any) -> None:
+        self.given.append(type(path))
+        path.write_bytes(data)
+
+
+def test_a_user_handler_is_given_a_path_and_a_builtin_the_str(tmp_path: Path) -> None:
+    user = Recording()
+    write_atomic(user, str(tmp_path / "a.bin"), b"x")
+    assert user.given == [type(tmp_path)]
+    txt = get_handler("txt")
+    assert getattr(txt, "_stagewise_str_paths", False)
+    write_atomic(txt, str(tmp_path / "b.txt"), "text")
+    assert txt.read(str(tmp_path / "b.txt")) == txt.read(tmp_path / "b.txt") == "text"
+
+
+def test_a_folder_removed_between_two_writes_is_made_again(tmp_path: Path) -> None:
+    # The folder is remembered after the first write; a clean between two runs of one process
+    # (tests, notebooks) removes it, and the next write must still succeed.
+    target = tmp_path / "out" / "x.bin"
+    write_atomic(Raw(), target, b"1")
+    shutil.rmtree(tmp_path / "out")
+    write_atomic(Raw(), target, b"2")
+    assert target.read_bytes() == b"2"
+    assert os.listdir(target.parent) == ["x.bin"]
+
+
+def test_a_failing_handler_in_a_removed_folder_still_fails_naming_the_output(tmp_path: Path) -> None:
+    target = tmp_path / "out" / "x.bin"
+    write_atomic(Raw(), target, b"1")
+    shutil.rmtree(tmp_path / "out")
+    with pytest.raises(AssetIOError, match="disk on fire") as info:
+        write_atomic(PartialThenFail(), target, b"2")
+    assert info.value.path == str(target)
+    assert os.listdir(target.parent) == []
+
+
+def test_a_handler_writing_nothing_is_an_error_with_fsync_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STAGEWISE_FSYNC", "1")
+    with pytest.raises(AssetIOError, match="did not create the file"):
+        write_atomic(WritesElsewhere(), tmp_path / "x.bin", b"x")

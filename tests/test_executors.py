@@ -566,3 +566,19 @@ def test_ctrl_c_exits_130_leaves_no_worker_behind_and_the_next_run_does_only_the
     assert sorted(p.name for p in (project.root / "out" / "slow").iterdir()) == [
         f"{i:02d}.json" for i in range(24)
     ]
+
+
+def test_the_forkserver_preloads_what_workers_import(monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    from stagewise.run.executors import local
+
+    # python -m stagewise (or pytest): workers do not re-run __main__, they need the worker side
+    assert local._preload() == ["stagewise.run.worker"]
+    # a script: workers re-run it, so every stagewise module it imported is worth preloading
+    script = types.ModuleType("__main__")
+    script.__file__ = "/somewhere/pipeline.py"
+    monkeypatch.setitem(sys.modules, "__main__", script)
+    names = local._preload()
+    assert names[0] == "stagewise.run.worker"
+    assert {"stagewise.run.pool_wire", "stagewise.handlers", "stagewise.run.executors.local"} <= set(names)

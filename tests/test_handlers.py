@@ -597,3 +597,37 @@ def test_importing_and_using_the_registry_imports_no_format_library() -> None:
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert done.stdout.strip() == ""
+
+
+def test_a_handler_replaced_after_use_is_the_one_get_handler_returns() -> None:
+    # get_handler remembers its answers (workers ask once per item); registering forgets them.
+    class Other(Upper):
+        pass
+
+    register_handler("upper", Upper)
+    first = get_handler("upper")
+    assert get_handler("upper") is first
+    register_handler("upper", Other, replace=True)
+    assert isinstance(get_handler("upper"), Other)
+    json_handler = get_handler("json")
+    register_handler("json", Upper, replace=True)
+    assert isinstance(get_handler("json"), Upper) and get_handler("json") is not json_handler
+
+
+@pytest.mark.parametrize("name", ["json", "yaml", "txt", "csv", "pickle", "npy", "npz"])
+def test_builtins_declaring_str_paths_read_and_write_str_paths(name: str, tmp_path: Path) -> None:
+    samples: dict[str, Any] = {
+        "json": {"a": [1, 2]},
+        "yaml": {"a": [1, 2]},
+        "txt": "é\r\nz",
+        "csv": [{"a": "1"}],
+        "pickle": {"a": (1, 2)},
+        "npy": np.arange(3),
+        "npz": {"x": np.arange(3)},
+    }
+    handler = get_handler(name)
+    assert getattr(handler, "_stagewise_str_paths", False)
+    path = str(tmp_path / f"x.{name}")
+    handler.write(path, samples[name])
+    assert exactly_equal(handler.read(path), samples[name])
+    assert exactly_equal(handler.read(Path(path)), samples[name])

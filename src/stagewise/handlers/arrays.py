@@ -23,17 +23,18 @@ class NpyHandler:
     """One NumPy array in ``.npy`` format, without pickles (object arrays are refused)."""
 
     extensions: ClassVar[tuple[str, ...]] = (".npy",)
+    _stagewise_str_paths: ClassVar[bool] = True  # read/write take a str too (base.STR_PATHS)
     returns: ClassVar[tuple[str, ...]] = ("numpy.ndarray",)
     extra: ClassVar[str | None] = "numpy"
     modules: ClassVar[tuple[str, ...]] = ("numpy",)
 
-    def read(self, path: Path) -> Any:
+    def read(self, path: str | Path) -> Any:
         """Return the array stored at ``path``."""
         import numpy as np
 
         return np.load(path, allow_pickle=False)
 
-    def write(self, path: Path, data: Any) -> None:
+    def write(self, path: str | Path, data: Any) -> None:
         """Save ``data`` (anything ``np.asarray`` accepts) as ``.npy``."""
         import numpy as np
 
@@ -51,18 +52,19 @@ class NpzHandler:
     """
 
     extensions: ClassVar[tuple[str, ...]] = (".npz",)
+    _stagewise_str_paths: ClassVar[bool] = True  # read/write take a str too (base.STR_PATHS)
     returns: ClassVar[tuple[str, ...]] = ("builtins.dict",)
     extra: ClassVar[str | None] = "numpy"
     modules: ClassVar[tuple[str, ...]] = ("numpy",)
 
-    def read(self, path: Path) -> dict[str, Any]:
+    def read(self, path: str | Path) -> dict[str, Any]:
         """Return ``{name: array}`` for every array in the file."""
         import numpy as np
 
         with np.load(path, allow_pickle=False) as archive:
             return {name: archive[name] for name in archive.files}
 
-    def write(self, path: Path, data: Any) -> None:
+    def write(self, path: str | Path, data: Any) -> None:
         """Save the dict ``data`` of arrays, one member per key.
 
         Raises:

@@ -22,6 +22,7 @@ __all__ = [
     "handler_extra",
     "handler_fingerprint",
     "handler_modules",
+    "handler_path",
     "handler_returns",
     "qualified_name",
     "returns_match",
@@ -92,6 +93,20 @@ def handler_fingerprint(handler: object, path: Path) -> str | None:
     if method is None or not callable(method):
         return None
     return str(method(path))
+
+
+STR_PATHS = "_stagewise_str_paths"
+"""A handler class attribute: true when its methods take a ``str`` path as well as a ``Path``.
+
+The protocol promises handlers a ``Path``; the built-in handlers, which only ``open()`` their
+path, set this so that per-item code need not build a ``Path`` for each file.
+"""
+
+
+def handler_path(handler: object, path: str) -> Any:
+    """Return ``path`` as ``handler`` takes it: the ``str`` itself if it declares `STR_PATHS`,
+    else a ``Path``, as the protocol promises."""
+    return path if getattr(handler, STR_PATHS, False) else Path(path)
 
 
 def normalize_extension(extension: str) -> str:

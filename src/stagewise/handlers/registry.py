@@ -76,6 +76,7 @@ class _Registry:
     registered: dict[str, Handler] = field(default_factory=dict)
     registered_extensions: dict[str, str] = field(default_factory=dict)
     resolved: dict[str, Handler] = field(default_factory=dict)  # built-ins and plugins
+    ready: dict[str, Handler] = field(default_factory=dict)  # get_handler's answers, checked
     plugins: dict[str, EntryPointLike] | None = None  # None until scanned
     plugin_extensions: dict[str, str] | None = None
 
@@ -167,10 +168,17 @@ def get_handler(name: str) -> Handler:
         HandlerError: the name is unknown (with a "did you mean" hint), the handler fails to
             load, or the library it needs is not installed (naming the extra to install).
     """
+    registry = _REGISTRY
+    handler = registry.ready.get(name)  # a worker asks per item: one dict lookup, no lock
+    if handler is not None:
+        return handler
     handler = _object_for(name)
     message = missing_message(name, handler)
     if message:
         raise HandlerError(message)
+    with registry.lock:
+        if _object_for(name) is handler:  # not replaced by register_handler meanwhile
+            registry.ready[name] = handler
     return handler
 
 
@@ -272,6 +280,7 @@ def register_handler(
         registry.registered[name] = instance
         registry.registered_extensions.update(dict.fromkeys(wanted, name))
         registry.resolved.pop(name, None)
+        registry.ready.pop(name, None)
 
 
 def handler_names() -> list[str]:

@@ -7,11 +7,15 @@ boundaries cheaply.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from stagewise.errors import AssetIOError, StageError, StagewiseError
+from stagewise.handlers.atomic import write_atomic
+from stagewise.handlers.base import handler_path
+from stagewise.handlers.registry import get_handler
 
 __all__ = ["Collection", "HandlerRef", "Lazy", "Out", "OutputHandle", "read_asset", "resolve_handler"]
 
@@ -21,21 +25,17 @@ HandlerRef = Any
 
 def resolve_handler(ref: HandlerRef) -> Any:
     """Return the handler object for a name or an object."""
-    if isinstance(ref, str):
-        from stagewise.handlers import get_handler
-
-        return get_handler(ref)
-    return ref
+    return get_handler(ref) if isinstance(ref, str) else ref
 
 
-def read_asset(handler: Any, path: Path) -> Any:
+def read_asset(handler: Any, path: str | os.PathLike[str]) -> Any:
     """Read one file with its handler; failures name the file.
 
     Raises:
         AssetIOError: the file is missing or the handler cannot read it.
     """
     try:
-        return handler.read(Path(path))
+        return handler.read(handler_path(handler, path if isinstance(path, str) else os.fspath(path)))
     except StagewiseError:
         raise
     except FileNotFoundError:
@@ -51,15 +51,24 @@ class Lazy:
     Annotate an input parameter ``Lazy`` to receive this handle instead of the data.
     """
 
-    __slots__ = ("handler", "path")
+    __slots__ = ("_file", "_path", "handler")
 
-    def __init__(self, path: Path, handler: HandlerRef) -> None:
-        self.path = Path(path)
+    def __init__(self, path: str | os.PathLike[str], handler: HandlerRef) -> None:
+        # Kept as given; the Path is made when asked for (a collection may hold thousands).
+        self._file = path
+        self._path: Path | None = None
         self.handler = handler
+
+    @property
+    def path(self) -> Path:
+        """The file."""
+        if self._path is None:
+            self._path = Path(self._file)
+        return self._path
 
     def read(self) -> Any:
         """Read the file with its handler."""
-        return read_asset(resolve_handler(self.handler), self.path)
+        return read_asset(resolve_handler(self.handler), self._file)
 
     def __repr__(self) -> str:
         return f"Lazy({str(self.path)!r})"
@@ -70,23 +79,35 @@ class Lazy:
     def __hash__(self) -> int:
         return hash(self.path)
 
+    def __getstate__(self) -> tuple[str | os.PathLike[str], HandlerRef]:
+        return self._file, self.handler
+
+    def __setstate__(self, state: tuple[str | os.PathLike[str], HandlerRef]) -> None:
+        self._file, self.handler = state
+        self._path = None
+
 
 class OutputHandle:
     """A write-only handle on one output file: ``.write(data)`` writes it atomically."""
 
-    __slots__ = ("handler", "name", "path", "written")
+    __slots__ = ("_file", "handler", "name", "written")
 
-    def __init__(self, name: str, path: Path, handler: HandlerRef) -> None:
+    def __init__(self, name: str, path: str | os.PathLike[str], handler: HandlerRef) -> None:
         self.name = name
-        self.path = Path(path)
+        self._file = path
         self.handler = handler
         self.written = False
 
+    @property
+    def path(self) -> Path:
+        """The output file."""
+        return Path(self._file)
+
     def write(self, data: Any) -> None:
         """Write ``data`` with the output's handler (to a temporary file, then renamed)."""
-        from stagewise.handlers import write_atomic
-
-        write_atomic(resolve_handler(self.handler), self.path, data)
+        handler = self.handler
+        label = handler if isinstance(handler, str) else None
+        write_atomic(resolve_handler(handler), self._file, data, name=label)
         self.written = True
 
     def __repr__(self) -> str:

@@ -230,12 +230,12 @@ class TaskBuilder:
         dims, handler = self._link_info(link)
         extra = [d for d in dims if d not in tags]
         if extra:
-            entries = self._collection(link, dims, extra, tags)
+            entries, digests = self._collection(link, dims, extra, tags)
             if not self.force and self.pending is not None and link.producer is not None:
                 pending = self.pending.get(link.producer, set())
                 if pending and self._any_pending(link, dims, tags, pending):
                     raise _Blocked("pending", f"upstream may change: {link.producer}")
-            digest = collection_digest((key, self.index.digest(path)) for key, path in entries)
+            digest = collection_digest(zip((key for key, _ in entries), digests, strict=True))
             return InputSpec("many", handler, entries=tuple(entries)), digest, _COLLECTION
         rid, rel = self.paths.locate(link, tags)
         if link.producer is not None:
@@ -269,24 +269,38 @@ class TaskBuilder:
 
     def _collection(
         self, link: Link, dims: tuple[str, ...], extra: list[str], tags: dict[str, Any]
-    ) -> list[tuple[Any, str]]:
+    ) -> tuple[list[tuple[Any, str]], list[str | None]]:
+        """The ``(key, path)`` of each member that exists, ordered by key, and their digests."""
         fixed = {d: frozenset([tags[d]]) for d in dims if d in tags}
         splits = self.model.nodes[link.producer].stage.splits if link.producer else None
-        states = self.records.stage(link.producer) if link.producer else {}
-        entries: list[tuple[Any, str]] = []
+        not_done = self.records.not_done(link.producer) if link.producer else set()
+        found: list[tuple[Any, str, str]] = []
         for values in self.model.dims.enumerate(dims, splits=splits, where=fixed):
+            if not_done and item_key(values) in not_done:
+                continue  # failed or rejected: not a member
             full = dict(zip(dims, values, strict=True))
-            state = states.get(item_key(values))
-            if state is not None and state.status != "done":
-                continue
-            path = self.paths.path_str(link, full)
-            if not os.path.exists(path):
-                continue  # never produced, or deleted since (its producer is then stale: warned)
+            rid, rel = self.paths.locate(link, full)
             key = full[extra[0]] if len(extra) == 1 else tuple(full[d] for d in extra)
-            entries.append((key, path))
+            found.append((key, rid, rel))
         with contextlib.suppress(TypeError):  # mixed value types: keep the declared order
-            entries.sort(key=lambda e: e[0])
-        return entries
+            found.sort(key=lambda e: e[0])
+        digests: dict[tuple[str, str], str | None] = {}
+        for rid in {rid for _, rid, _ in found}:
+            rels = [rel for _, r, rel in found if r == rid]
+            if rid == "/":
+                digests.update(((rid, rel), self.index.digest_at(rid, rel)) for rel in rels)
+            else:
+                digests.update(
+                    ((rid, rel), d) for rel, d in self.index.files.fingerprint_many(rid, rels).items()
+                )
+        entries: list[tuple[Any, str]] = []
+        present: list[str | None] = []
+        for key, rid, rel in found:
+            digest = digests[rid, rel]
+            if digest is not None:  # never produced, or deleted since (its producer is then stale: warned)
+                entries.append((key, self._roots[rid] + os.sep + rel))
+                present.append(digest)
+        return entries, present
 
     def _meta(self, ancestors: list[str], tags: dict[str, Any]) -> dict[str, dict[str, Any]]:
         meta: dict[str, dict[str, Any]] = {}

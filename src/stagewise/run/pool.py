@@ -5,12 +5,13 @@
 has its own pipe and holds at most one task, and one coordinator thread waits on all pipes and
 process sentinels: a death is blamed on exactly one task, and a new worker replaces the dead one.
 
-Workers start at the first ``submit``. ``shutdown()`` follows the ``Executor`` contract;
-``terminate()`` kills the workers at once (Ctrl-C). A pool garbage-collected without ``shutdown``
-finishes its queue and stops; at interpreter exit a live pool is terminated, so exit never waits
-for work nobody waited for (``concurrent.futures`` would finish it first). If the coordinator is
-killed, workers see their pipe close and exit after their current task. The exceptions set on
-futures, the message format and the worker loop are in ``pool_wire``.
+Workers start at the first ``submit``; the forkserver they fork from starts with the pool, in the
+background. ``shutdown()`` follows the ``Executor`` contract; ``terminate()`` kills the workers at
+once (Ctrl-C). A pool garbage-collected without ``shutdown`` finishes its queue and stops; at
+interpreter exit a live pool is terminated, so exit never waits for work nobody waited for
+(``concurrent.futures`` would finish it first). If the coordinator is killed, workers see their
+pipe close and exit after their current task. The exceptions set on futures, the message format
+and the worker loop are in ``pool_wire``.
 """
 
 from __future__ import annotations
@@ -110,7 +111,7 @@ class _Core:
         self._check_open()
         future: cf.Future[Any] = cf.Future()
         try:  # outside the lock: a big by-value pickle must not stall the dispatcher
-            payload = cloudpickle.dumps((fn, args, kwargs), pickle.HIGHEST_PROTOCOL)
+            payload = wire.dumps_task((fn, args, kwargs))
         except Exception as exc:  # an unpicklable argument fails this item, like a raise would
             future.set_exception(wire.with_traceback(exc, "".join(traceback.format_exception(exc))))
             return future
@@ -338,9 +339,13 @@ class WorkerPool(cf.Executor):
         context: multiprocessing start method; default ``default_start_method()``.
         memory_limit_bytes: Linux only (ignored elsewhere): cap each worker's data segment
             (``RLIMIT_DATA``), so that over-allocation raises ``MemoryError`` in the task.
+        preload: modules the forkserver imports once, so that workers, its forks, start with
+            them imported (the forkserver start method only; it starts at once, in the
+            background). A module that fails to import is skipped.
 
-    Functions, arguments and results travel by cloudpickle: functions from ``__main__`` or a
-    notebook, lambdas and closures work (by value). Workers ignore SIGINT.
+    Functions and arguments travel by pickle, or by cloudpickle when they hold what pickle
+    cannot send by reference: functions from ``__main__`` or a notebook, lambdas and closures
+    work (by value). Results come back the same way. Workers ignore SIGINT.
     """
 
     def __init__(
@@ -351,12 +356,13 @@ class WorkerPool(cf.Executor):
         initargs: Iterable[Any] = (),
         context: str | None = None,
         memory_limit_bytes: int | None = None,
+        preload: Iterable[str] = (),
     ) -> None:
         if max_workers < 1:
             raise ValueError(f"max_workers must be at least 1, not {max_workers}")
         ctx = multiprocessing.get_context(context or default_start_method())
         if ctx.get_start_method() == "forkserver":
-            wire.preload_in_forkserver(ctx)
+            wire.preload_in_forkserver(ctx, preload)
         init = None
         if initializer is not None:
             init = cloudpickle.dumps((initializer, tuple(initargs)), pickle.HIGHEST_PROTOCOL)

@@ -35,8 +35,10 @@ class BatchedStats:
         return self.store.get_stats(root, relpaths)
 
     def put_stats(self, rows: Iterable[StatRow]) -> None:
-        """Buffer entries; they are committed with the next batch of records."""
-        self.store.writer.add_stats(rows)
+        """Buffer entries; they are committed with the next batch of records (a read-only
+        store, as ``status`` opens it, keeps nothing: a later run hashes again)."""
+        if not self.store.readonly:
+            self.store.writer.add_stats(rows)
 
 
 class StateRecords:

@@ -6,25 +6,30 @@ so it only uses the task it is given and never touches the state store.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import inspect
+import operator
 import os
 import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping
-from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+import xxhash
 
 from stagewise.errors import StageError
-from stagewise.handlers import handler_fingerprint, write_atomic
-from stagewise.model.handles import Collection, Lazy, Out, OutputHandle, read_asset, resolve_handler
+from stagewise.handlers import get_handler, write_atomic
+from stagewise.handlers.base import handler_path
+from stagewise.model.handles import Collection, Lazy, Out, OutputHandle, read_asset
 from stagewise.model.item import Item
 from stagewise.model.results import REJECT, Reject, Result
 from stagewise.model.stage import Stage
 from stagewise.run.task import InputSpec, Outcome, OutputFile, OutputSpec, Task
-from stagewise.state.filehash import hash_file
+from stagewise.state.filehash import HASH_BUFFER_SIZE, hash_file
 
-__all__ = ["execute", "execute_many"]
+__all__ = ["execute", "execute_many", "execute_packed", "unpack_outcomes"]
 
 _instances = threading.local()
 """Class-stage instances of this worker (per thread): (stage, params) -> set-up instance."""
@@ -41,23 +46,45 @@ def execute_many(tasks: list[Task]) -> list[Outcome]:
     return [execute(task) for task in tasks]
 
 
+# An outcome crosses a process boundary as the tuple of its fields (in __init__ order): half the
+# bytes and half the pickling time of the dataclass, whose slots make pickle run Python per field.
+_pack = operator.attrgetter(*(f.name for f in dataclasses.fields(Outcome)))
+
+
+def execute_packed(tasks: list[Task]) -> list[tuple[Any, ...]]:
+    """`execute_many`, with each outcome packed for the trip back (see `unpack_outcomes`).
+
+    Here rather than in the executor, so that a worker unpickling it imports only this module.
+    """
+    return [_pack(execute(task)) for task in tasks]
+
+
+def unpack_outcomes(packed: list[tuple[Any, ...]]) -> list[Outcome]:
+    """The outcomes `execute_packed` returned."""
+    return [Outcome(*fields) for fields in packed]
+
+
 def execute(task: Task) -> Outcome:
     """Run one item and report what happened; user errors become a failed outcome."""
     started = time.time()
     clock = time.perf_counter()
-    outcome = Outcome(task.stage, task.key, "done", started=started)
+    status: Literal["rejected", "failed"]
+    reason: str | None
+    error: str | None = None
     try:
-        outcome.meta, outcome.outputs = _run(task)
+        meta, outputs = _run(task)
     except _Rejected as exc:
-        outcome.status, outcome.reason = "rejected", exc.reason
+        status, reason = "rejected", exc.reason
     except Reject as exc:
-        outcome.status, outcome.reason = "rejected", exc.reason
+        status, reason = "rejected", exc.reason
     except StageError as exc:  # the stage broke the contract: the message says it all
-        outcome.status, outcome.reason, outcome.error = "failed", exc.message, str(exc)
+        status, reason, error = "failed", exc.message, str(exc)
     except Exception as exc:  # a failing item must not stop the others
-        outcome.status = "failed"
-        outcome.reason = f"{type(exc).__name__}: {exc}"
-        outcome.error = user_traceback(exc)
+        status, reason, error = "failed", f"{type(exc).__name__}: {exc}", user_traceback(exc)
+    else:
+        duration = time.perf_counter() - clock
+        return Outcome(task.stage, task.key, "done", None, None, meta, outputs, started, duration)
+    outcome = Outcome(task.stage, task.key, status, reason, error, started=started)
     outcome.duration = time.perf_counter() - clock
     return outcome
 
@@ -81,18 +108,22 @@ def user_traceback(exc: BaseException) -> str:
     return "".join(tb.format())
 
 
+def _handler(ref: Any) -> Any:
+    """The handler object for a name (a dict lookup once known) or an object."""
+    return get_handler(ref) if isinstance(ref, str) else ref
+
+
 def _run(task: Task) -> tuple[dict[str, Any], dict[str, OutputFile]]:
     stage: Stage = task.stage_ref
     signature = stage.signature
-    data = {name: _arrive(spec) for name, spec in task.inputs.items()}
+    kwargs: dict[str, Any] = {name: _arrive(spec) for name, spec in task.inputs.items()}
     if stage.pre:
-        data = _apply_hooks(stage.pre, data, task.params, "pre", stage)
-    kwargs: dict[str, Any] = dict(data)
+        kwargs = _apply_hooks(stage.pre, kwargs, task.params, "pre", stage)
     if signature.item:
         kwargs[signature.item] = Item(task.tags, task.meta)
-    handles = {name: OutputHandle(name, Path(spec.path), spec.handler) for name, spec in task.outputs.items()}
-    out = Out(handles) if signature.out else None
+    out = None
     if signature.out:
+        out = Out({name: OutputHandle(name, spec.path, spec.handler) for name, spec in task.outputs.items()})
         kwargs[signature.out] = out
     returned = _call_body(stage, task, kwargs)
     if returned is REJECT:
@@ -110,21 +141,45 @@ def _run(task: Task) -> tuple[dict[str, Any], dict[str, OutputFile]]:
         if stage.post:
             outputs = _apply_hooks(stage.post, outputs, task.params, "post", stage)
         for name, value in outputs.items():
-            spec = task.outputs[name]
-            label = spec.handler if isinstance(spec.handler, str) else None
-            write_atomic(resolve_handler(spec.handler), Path(spec.path), value, name=label)
+            ref = task.outputs[name].handler
+            label = ref if isinstance(ref, str) else None
+            write_atomic(_handler(ref), task.outputs[name].path, value, name=label)
     return meta, {name: _fingerprint(spec) for name, spec in task.outputs.items()}
 
 
 def _fingerprint(spec: OutputSpec) -> OutputFile:
     """Digest an output just written (still in the page cache), so the coordinator never re-reads it."""
-    hashed_at = time.time_ns()
-    handler = resolve_handler(spec.handler)
-    digest = handler_fingerprint(handler, Path(spec.path)) or hash_file(spec.path)
-    st = os.stat(spec.path)
-    return OutputFile(
-        str(spec.path), digest, (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns), hashed_at
-    )
+    path = spec.path
+    hashed_at = time.time_ns()  # before reading: a write during hashing makes the entry racy
+    handler = _handler(spec.handler)
+    method = getattr(handler, "fingerprint", None)
+    own = str(method(handler_path(handler, path))) if callable(method) else ""
+    if own:  # a format whose bytes embed a time fingerprints its content itself
+        digest, st = own, os.stat(path)
+    else:
+        digest, st = _hash_and_stat(path)
+    return OutputFile(path, digest, (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns), hashed_at)
+
+
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def _hash_and_stat(path: str) -> tuple[str, os.stat_result]:
+    """``hash_file(path)`` and the file's stat, with one open: a small file is read in one call."""
+    fd = os.open(path, _OPEN_FLAGS)
+    try:
+        st = os.fstat(fd)
+        if st.st_size >= HASH_BUFFER_SIZE:
+            return hash_file(path), st
+        data = os.read(fd, st.st_size + 1)
+        if len(data) <= st.st_size:  # else it grew since the stat: read the rest
+            return xxhash.xxh3_128_hexdigest(data), st
+        hasher = xxhash.xxh3_128(data)
+        while chunk := os.read(fd, HASH_BUFFER_SIZE):
+            hasher.update(chunk)
+        return hasher.hexdigest(), st
+    finally:
+        os.close(fd)
 
 
 def _arrive(spec: InputSpec) -> Any:
@@ -133,7 +188,7 @@ def _arrive(spec: InputSpec) -> Any:
     assert spec.path is not None
     if spec.lazy:
         return Lazy(spec.path, spec.handler)
-    return read_asset(resolve_handler(spec.handler), Path(spec.path))
+    return read_asset(_handler(spec.handler), spec.path)
 
 
 def _call_body(stage: Stage, task: Task, kwargs: dict[str, Any]) -> Any:
@@ -222,10 +277,30 @@ def _apply_hooks(
 def _accepted(fn: Callable[..., Any], params: Mapping[str, Any]) -> dict[str, Any]:
     """The parameters ``fn`` accepts by name (all of them if it takes ``**kwargs``)."""
     try:
+        names = _accepted_names.get(fn, _UNKNOWN)
+    except TypeError:  # unhashable
+        names = _UNKNOWN
+    if names is _UNKNOWN:
+        names = _names_taken(fn)
+        with contextlib.suppress(TypeError):
+            if len(_accepted_names) >= 1024:
+                _accepted_names.clear()
+            _accepted_names[fn] = names
+    if names is None:
+        return dict(params)
+    return {k: v for k, v in params.items() if k in names}
+
+
+_UNKNOWN: Any = object()
+_accepted_names: dict[Callable[..., Any], frozenset[str] | None] = {}
+"""Per hook function: the parameter names it takes, or None for all (``**kwargs``)."""
+
+
+def _names_taken(fn: Callable[..., Any]) -> frozenset[str] | None:
+    try:
         parameters = inspect.signature(fn).parameters.values()
     except (TypeError, ValueError):
-        return dict(params)
+        return None
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
-        return dict(params)
-    names = {p.name for p in parameters}
-    return {k: v for k, v in params.items() if k in names}
+        return None
+    return frozenset(p.name for p in parameters)

@@ -5,17 +5,15 @@ processes: forked from a forkserver that imported distributed and stagewise once
 elsewhere), non-daemonic (stages may use multiprocessing), ignoring Ctrl-C (the coordinator's to
 handle). With an address it connects a ``Client`` to that cluster (any a client reaches,
 dask-jobqueue's included); outputs must then be on a filesystem every worker shares.
-``FuturesExecutor`` runs the same batches through any ``concurrent.futures.Executor``.
+``FuturesExecutor`` (in ``futures``, re-exported here) runs the same batches through any
+``concurrent.futures.Executor``.
 
-Batches and deaths: as in the local executor, tiny items travel in batches, one Dask task each,
-released as soon as their result is in (a finished task whose worker dies later would otherwise
-be recomputed, writing its outputs twice). A batch whose worker died (``KilledWorker``) is split
-and its items rerun one at a time; an item whose worker dies again fails, naming the signal
-when the nanny's log tells it. A task queued behind the culprit on the same worker dies too: a
-lone item is blamed only when no other task of ours died on that worker, else it gets one more
-try, and after a death no more tasks are in flight than the cluster has threads. The clusters
-we start use ``allowed-failures: 0``; on yours, Dask's default (3) reruns a crashing batch on
-three more workers before it reports ``KilledWorker``, so set it to 0 there too.
+Batches and deaths: batching, splitting and blame follow the loop in ``futures``. Each batch is
+one Dask task, released as soon as its result is in (a finished task whose worker dies later
+would otherwise be recomputed, writing its outputs twice). A dead worker shows as
+``KilledWorker``; an item blamed for it fails naming the signal when the nanny's log tells it.
+The clusters we start use ``allowed-failures: 0``; on yours, Dask's default (3) reruns a
+crashing batch on three more workers before it reports ``KilledWorker``, so set it to 0 there too.
 
 Code on workers (design-hazards H4/H5). On a cluster we start, workers get the coordinator's
 ``sys.path`` with each batch and import stages by reference; ``__main__`` and notebook stages
@@ -42,31 +40,27 @@ import re
 import signal
 import sys
 import sysconfig
-import threading
 import time
-import traceback
 import uuid
-from collections import Counter, deque
-from collections.abc import Collection, Iterable, Iterator, Sequence
-from dataclasses import dataclass, fields
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import fields
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
-from stagewise.errors import ConfigError, Interrupted
+from stagewise.errors import ConfigError
 from stagewise.model.stage import Stage
-from stagewise.run.executors.local import _batches
+from stagewise.run.executors.futures import FuturesExecutor, _Batched, _run_batch, _window
 from stagewise.run.task import Outcome, Task
-from stagewise.run.worker import execute, user_traceback
 
 if TYPE_CHECKING:
     import distributed
 
 __all__ = ["DaskExecutor", "FuturesExecutor", "dask_setup"]
 
-_GRACE = 0.1  # seconds to wait for other deaths reported with one (co-victims of one worker)
 _CAUSE_WAIT = 1.0  # seconds to wait for the nanny to log why its worker died
 _REMOTE_WINDOW = 64  # batches in flight at least, on a cluster we did not start
 
@@ -79,166 +73,8 @@ def dask_setup(worker: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _run_batch(paths: Sequence[str], payload: bytes) -> list[Outcome]:
-    """Run a batch in a worker: extend ``sys.path``, register shipped handlers, run items in order."""
-    for path in reversed(paths):
-        if path not in sys.path:
-            sys.path.insert(0, path)
-    handlers, tasks = pickle.loads(payload)
-    if handlers:
-        from stagewise.handlers import register_handler
-
-        for name, handler in handlers:
-            register_handler(name, handler, replace=True)
-    return [_execute_guarded(task) for task in tasks]
-
-
-def _execute_guarded(task: Task) -> Outcome:
-    try:
-        return execute(task)
-    except BaseException as exc:  # SystemExit from a stage: fail that item, not the batch
-        reason = f"{type(exc).__name__}: {exc}"
-        return Outcome(task.stage, task.key, "failed", reason=reason, error=user_traceback(exc))
-
-
 def _stage_from_fields(values: dict[str, Any]) -> Stage:
     return Stage(**values)
-
-
-# --- the batching loop both executors share --------------------------------------------------------
-
-
-@dataclass(eq=False)
-class _Batch:
-    tasks: list[Task]
-    deaths: int = 0  # times its worker died while it ran alone
-
-
-def _is_death(exc: BaseException) -> bool:
-    # By name: FuturesExecutor must not import distributed to recognise its KilledWorker.
-    return isinstance(exc, cf.BrokenExecutor) or type(exc).__name__ == "KilledWorker"
-
-
-def _worker_of(exc: BaseException) -> str | None:
-    return getattr(getattr(exc, "last_worker", None), "address", None)
-
-
-def _failed(tasks: Iterable[Task], reason: str, error: str | None = None) -> Iterator[Outcome]:
-    for task in tasks:
-        yield Outcome(task.stage, task.key, "failed", reason=reason, error=error or reason)
-
-
-class _Batched:
-    """Batches in flight, outcomes as they finish, dead batches split and their culprits blamed.
-
-    Subclasses submit a batch somewhere (``_submit``); the rest is shared.
-    """
-
-    jobs: int
-
-    def __init__(self) -> None:
-        self._running: dict[cf.Future[list[Outcome]], _Batch] = {}
-        self._stop = threading.Event()
-
-    def _submit(self, tasks: list[Task]) -> cf.Future[list[Outcome]]:
-        raise NotImplementedError
-
-    def _cancel(self, futures: list[cf.Future[list[Outcome]]]) -> None:
-        for future in futures:
-            future.cancel()
-
-    def _live_slots(self) -> int:
-        """Items that can run at once right now (workers come and go)."""
-        return self.jobs
-
-    def _explain(self, exc: BaseException) -> str:
-        return f"the worker running this item died: {type(exc).__name__}: {exc}"
-
-    def terminate(self) -> None:
-        """Cancel the batches in flight (Ctrl-C); a ``run`` in another thread raises ``Interrupted``."""
-        self._stop.set()
-        self._cancel(list(self._running))
-
-    def _drive(self, tasks: list[Task], *, jobs: int, window: int) -> Iterator[Outcome]:
-        """Keep at most ``window`` batches in flight; yield outcomes; split batches that died.
-
-        After a death, at most ``_live_slots()`` tasks are in flight, so that an item rerun alone
-        does not queue behind another on one worker (where it would die with it, blameless).
-
-        Raises:
-            Interrupted: ``terminate`` was called; what finished was yielded.
-        """
-        if self._stop.is_set():
-            raise Interrupted("the executor was terminated")
-        todo = deque(_Batch(b) for b in _batches(tasks, jobs))
-        died_at: Counter[str | None] = Counter()
-        try:
-            while todo or self._running:
-                limit = window if not died_at else max(1, min(self._live_slots(), window))
-                yield from self._top_up(todo, limit)
-                done, _ = cf.wait(self._running, timeout=1.0, return_when=cf.FIRST_COMPLETED)
-                if self._stop.is_set():
-                    raise Interrupted("the run was terminated; items in flight were cancelled")
-                deaths: list[tuple[_Batch, BaseException]] = []
-                yield from self._settle(done, deaths)
-                if deaths and self._running:  # the others that died with that worker come together
-                    more, _ = cf.wait(self._running, timeout=_GRACE)
-                    yield from self._settle(more, deaths)
-                died_at.update(_worker_of(exc) for _, exc in deaths)
-                yield from self._blame(deaths, died_at, todo)
-        finally:
-            self._cancel(list(self._running))
-            self._running.clear()
-
-    def _top_up(self, todo: deque[_Batch], limit: int) -> Iterator[Outcome]:
-        while todo and len(self._running) < limit:
-            batch = todo.popleft()
-            try:
-                self._running[self._submit(batch.tasks)] = batch
-            except Exception as exc:  # e.g. an item that does not pickle
-                if len(batch.tasks) > 1:
-                    todo.extendleft(_Batch([t]) for t in reversed(batch.tasks))
-                else:
-                    yield from _failed(batch.tasks, f"could not send it to a worker: {exc!r}")
-
-    def _settle(
-        self, done: Collection[cf.Future[list[Outcome]]], deaths: list[tuple[_Batch, BaseException]]
-    ) -> Iterator[Outcome]:
-        for future in done:
-            batch = self._running.pop(future)
-            if future.cancelled():
-                yield from _failed(batch.tasks, "cancelled on the cluster")
-                continue
-            exc = future.exception()
-            if exc is None:
-                yield from future.result()
-            elif _is_death(exc):
-                deaths.append((batch, exc))
-            else:  # the batch could not even start: every item gets the reason
-                reason = f"the worker could not run it: {type(exc).__name__}: {exc}"
-                if isinstance(exc, ModuleNotFoundError):
-                    reason += " (install it where the workers run, or put its folder on their PYTHONPATH)"
-                yield from _failed(batch.tasks, reason, "".join(traceback.format_exception(exc)))
-
-    def _blame(
-        self, deaths: list[tuple[_Batch, BaseException]], died_at: Counter[str | None], todo: deque[_Batch]
-    ) -> Iterator[Outcome]:
-        for batch, exc in deaths:
-            address = _worker_of(exc)
-            if len(batch.tasks) > 1:
-                todo.extendleft(_Batch([t]) for t in reversed(batch.tasks))  # find the culprit
-            elif batch.deaths == 0 and address is not None and died_at[address] > 1:
-                batch.deaths += 1  # it may only have been queued behind the culprit
-                todo.appendleft(batch)
-            else:
-                yield from _failed(batch.tasks, self._explain(exc))
-
-
-def _window(jobs: int, max_parallel: int | None) -> int:
-    """In flight: one batch queued behind each running one, or fewer when memory says so."""
-    if max_parallel is not None and max_parallel < jobs:
-        return max(1, max_parallel)
-    return 2 * jobs
 
 
 # --- project modules by value ---------------------------------------------------------------------
@@ -398,7 +234,7 @@ def _death_text(exc: BaseException, cause: str | None) -> str:
     return f"the Dask worker running this item died (worker {address}, pid {pid}); its log may say why"
 
 
-# --- the executors --------------------------------------------------------------------------------
+# --- the executor ---------------------------------------------------------------------------------
 
 
 def _require_distributed() -> Any:
@@ -633,32 +469,3 @@ def _connect(dist: Any, scheduler: str) -> Any:
             f"--scheduler {scheduler}: cannot connect to the Dask scheduler ({exc})",
             hint="check the address, and that `dask scheduler` runs there",
         ) from None
-
-
-class FuturesExecutor(_Batched):
-    """Run items through any ``concurrent.futures.Executor``, in batches.
-
-    Items travel pickled with cloudpickle, so stages from ``__main__`` or a notebook work
-    wherever the executor runs them. A batch that fails as a whole (a dead worker, a broken
-    pool) is split and rerun one item at a time. The executor stays the caller's: ``close``
-    does not shut it down.
-
-    Args:
-        executor: e.g. ``client.get_executor()``, ``ProcessPoolExecutor``, ``MPIPoolExecutor``.
-        jobs: its parallelism, for sizing batches (default: its ``_max_workers``, or the CPUs).
-    """
-
-    def __init__(self, executor: cf.Executor, jobs: int | None = None) -> None:
-        super().__init__()
-        self._executor = executor
-        self.jobs = max(1, jobs or getattr(executor, "_max_workers", None) or os.cpu_count() or 1)
-
-    def run(self, tasks: Iterable[Task], *, max_parallel: int | None = None) -> Iterator[Outcome]:
-        """Run every task; yield outcomes as batches complete."""
-        yield from self._drive(list(tasks), jobs=self.jobs, window=_window(self.jobs, max_parallel))
-
-    def _submit(self, tasks: list[Task]) -> cf.Future[list[Outcome]]:
-        return self._executor.submit(_run_batch, (), _dumps(([], tasks), frozenset()))
-
-    def close(self) -> None:
-        """Nothing to release: the executor is the caller's."""
