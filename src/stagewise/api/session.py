@@ -186,19 +186,23 @@ class Session:
 
     def run(self, options: RunOptions, selection: Selection) -> RunReport:
         """Validate, plan and run the selected stages (or, with ``dry_run``, only explain)."""
-        self.validate(selection.stages)
-        plans = self.plan(selection.stages, options.where)
-        fingerprints = self.fingerprints(plans)
         if options.dry_run:
             from stagewise.api.explain import stage_statuses
 
+            self.validate(selection.stages)
+            plans = self.plan(selection.stages, options.where)
             with self.open_store(readonly=True) as store:
-                statuses = stage_statuses(self, plans, fingerprints, self.records(store), force=options.force)
+                statuses = stage_statuses(
+                    self, plans, self.fingerprints(plans), self.records(store), force=options.force
+                )
             return RunReport(statuses=statuses)
-        executor = _executor(options, self.model)
+        executor = _executor(options, self.model)  # first: a pool's workers start while we plan
         terminated = False
         lock = RunLock(self.state_dir() / "lock")
         try:
+            self.validate(selection.stages)
+            plans = self.plan(selection.stages, options.where)
+            fingerprints = self.fingerprints(plans)
             _acquire(lock, wait=bool(options.extra.get("wait")))
             with self.open_store() as store:
                 run_id = _new_run_id()

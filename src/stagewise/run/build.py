@@ -79,8 +79,12 @@ class TaskBuilder:
             key = item_key(values)
             tags = dict(zip(node.dims, values, strict=True))
             record = self.records.get(qname, key)
+            # an item that runs anyway leaves digesting its sources to the worker that reads them
+            defer = self.pending is None and (record is None or self.force)
             try:
-                inputs, inputs_fp, input_keys = self._inputs(node.stage.signature.lazy, node.links, tags)
+                inputs, inputs_fp, input_keys = self._inputs(
+                    node.stage.signature.lazy, node.links, tags, defer
+                )
             except _Blocked as exc:
                 if not (
                     record is not None
@@ -115,6 +119,7 @@ class TaskBuilder:
                 self._meta(ancestors, tags),
                 inputs_fp,
                 tuple(reasons),
+                tuple(name for name, digest in inputs_fp.items() if digest is _DEFERRED),
             )
 
     def _layout(self, node: Node, fp: StageFingerprint) -> bytes:
@@ -206,14 +211,15 @@ class TaskBuilder:
         return reasons, keys
 
     def _inputs(
-        self, lazy: frozenset[str], links: dict[str, Link] | Any, tags: dict[str, Any]
+        self, lazy: frozenset[str], links: dict[str, Link] | Any, tags: dict[str, Any], defer: bool = False
     ) -> tuple[dict[str, InputSpec], dict[str, str | None], list[StatKey | None] | None]:
-        """How each input arrives, its digest, and the proving stat keys (None: a collection)."""
+        """How each input arrives, its digest (`_DEFERRED`: the worker's to compute), and the
+        proving stat keys (None: a collection)."""
         specs: dict[str, InputSpec] = {}
         digests: dict[str, str | None] = {}
         keys: list[StatKey | None] | None = []
         for name, link in links.items():
-            specs[name], digests[name], key = self._input(lazy, name, link, tags)
+            specs[name], digests[name], key = self._input(lazy, name, link, tags, defer)
             if keys is not None:
                 keys = None if key is _COLLECTION else [*keys, key]
         return specs, digests, keys
@@ -225,7 +231,7 @@ class TaskBuilder:
         return info
 
     def _input(
-        self, lazy: frozenset[str], name: str, link: Link, tags: dict[str, Any]
+        self, lazy: frozenset[str], name: str, link: Link, tags: dict[str, Any], defer: bool = False
     ) -> tuple[InputSpec, str | None, Any]:
         dims, handler = self._link_info(link)
         extra = [d for d in dims if d not in tags]
@@ -252,8 +258,10 @@ class TaskBuilder:
                 if state.status == "rejected":
                     raise _Blocked("rejected", f"upstream rejected: {link.producer} {label}")
                 raise _Blocked("skipped", f"upstream failed: {link.producer} {label}")
-        digest, key = self.index.digest_key_at(rid, rel)
         path = self._roots[rid] + os.sep + rel
+        if defer and link.producer is None and rid != "/":
+            return InputSpec("one", handler, path=path, lazy=name in lazy), _DEFERRED, None
+        digest, key = self.index.digest_key_at(rid, rel)
         if digest is None:
             raise _Blocked("failed", f"input '{name}' is missing: {path}")
         return InputSpec("one", handler, path=path, lazy=name in lazy), digest, key
@@ -315,6 +323,9 @@ class TaskBuilder:
 
 _PRELOAD_ITEMS = 64
 """A stage with this many items reads the stat cache of its roots at once, not file by file."""
+
+_DEFERRED = "<digested by the worker>"
+"""The digest of a source a new item's worker digests (`Task.hash_inputs`)."""
 
 _COLLECTION = object()
 """The stat key of a collection input: it has none (its stages have no stat signature)."""

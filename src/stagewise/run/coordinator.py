@@ -88,21 +88,26 @@ def run_plans(
             fp = fingerprints[plan.qname]
             sink.start_stage(plan.qname, len(plan.items))  # before the builder: up-to-date items count
             tasks: dict[str, Task] = {}
-            for entry in builder.tasks(plan, fp):
+
+            def settle(entry: Outcome | UpToDate, plan: StagePlan = plan, fp: StageFingerprint = fp) -> None:
+                """Count an item that does not run (and record it if it is an outcome)."""
+                stage_counts = report.counts[plan.qname]
                 if type(entry) is UpToDate:
-                    counts["uptodate"] += entry.count
+                    stage_counts["uptodate"] += entry.count
                     notify(entry)
-                elif isinstance(entry, Outcome):
-                    _take(entry, None, fp, plan, records, report, counts, notify)
                 else:
-                    tasks[entry.key] = entry
-            if tasks:
-                log.info("%s: %d item%s to run", plan.qname, len(tasks), "" if len(tasks) == 1 else "s")
+                    _take(entry, None, fp, plan, records, report, stage_counts, notify)  # type: ignore[arg-type]
+
             limit = parallel_limit(plan.node.stage.memory) if plan.node.stage.memory else None
             for attempt in range(retries + 1):
                 again: dict[str, Task] = {}
                 stopping = False
-                for outcome in _run_tasks(executor, list(tasks.values()), limit):
+                todo = (
+                    _Stream(_built(builder, plan, fp, tasks, settle), len(plan.items))
+                    if attempt == 0
+                    else list(tasks.values())
+                )
+                for outcome in _run_tasks(executor, todo, limit):  # type: ignore[arg-type]
                     if outcome is None:  # a heartbeat while items run
                         records.flush_if_due()
                         continue
@@ -119,6 +124,8 @@ def run_plans(
                             break
                         stop()  # record what is already running, start nothing more
                         stopping = True
+                for _ in todo:  # stopped early: settle the rest (counted, not run)
+                    pass
                 if not again or (fail_fast and report.failures):
                     break
                 tasks = again
@@ -131,6 +138,39 @@ def run_plans(
     finally:
         records.flush()
     return report
+
+
+def _built(
+    builder: TaskBuilder,
+    plan: StagePlan,
+    fp: StageFingerprint,
+    tasks: dict[str, Task],
+    settle: Callable[[Outcome | UpToDate], None],
+) -> Iterator[Task]:
+    """The stage's tasks as the builder decides them (kept in ``tasks``), while the first run."""
+    for entry in builder.tasks(plan, fp):
+        if type(entry) is Task:
+            tasks[entry.key] = entry
+            yield entry
+        else:
+            settle(entry)  # type: ignore[arg-type]
+    if tasks:
+        log.info("%s: %d item%s to run", plan.qname, len(tasks), "" if len(tasks) == 1 else "s")
+
+
+class _Stream:
+    """Tasks produced while they run, with the number planned (an upper bound) as their length:
+    an executor sizes its batches by it and starts the first ones before the last are built."""
+
+    def __init__(self, tasks: Iterator[Task], planned: int) -> None:
+        self._tasks = tasks
+        self._planned = planned
+
+    def __iter__(self) -> Iterator[Task]:
+        return self._tasks
+
+    def __len__(self) -> int:
+        return self._planned
 
 
 def parallel_limit(memory: int) -> int:

@@ -9,13 +9,13 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
-from stagewise.run.freshness import FileIndex, StageFingerprint
+from stagewise.run.freshness import FileIndex, StageFingerprint, canonical_inputs, canonical_outputs
 from stagewise.run.task import Outcome, Task
 from stagewise.state.filehash import CachedStat, StatKey, StatRow
-from stagewise.state.records import ItemRecord
+from stagewise.state.records import ItemRecord, dumps_json, new_record
 from stagewise.state.store import StateStore
 
 __all__ = ["BatchedStats", "StateRecords"]
@@ -58,6 +58,7 @@ class StateRecords:
         self._stages: dict[str, dict[str, ItemRecord]] = {}
         self._looked_up: dict[str, dict[str, ItemRecord | None]] = {}
         self._not_done: dict[str, set[str]] = {}
+        self._shared: dict[str, tuple[str, str]] = {}
 
     def stage(self, qname: str) -> dict[str, ItemRecord]:
         """Every recorded item of a stage, by key (read once, then kept up to date in memory)."""
@@ -104,30 +105,45 @@ class StateRecords:
             self.store.writer.add_sigs([(sig, qname, key)])
 
     def put(self, outcome: Outcome, task: Task | None, fp: StageFingerprint) -> ItemRecord:
-        """Record a finished (done, failed or rejected) item and its output fingerprints."""
-        outputs: dict[str, tuple[str, str]] = {}
+        """Record a finished (done, failed or rejected) item and the digests of its files."""
+        files = self.index.files
+        digests: dict[str, str] = {}
+        rels: dict[str, str] = {}
         for name, out in outcome.outputs.items():
             spec = task.outputs.get(name) if task is not None else None
             root, rel = (
                 (spec.root, spec.rel) if spec is not None and spec.rel else self.index.locate(out.path)
             )
-            outputs[name] = (rel, out.digest)
+            digests[name], rels[name] = out.digest, rel
             if root != "/":
-                self.index.files.record(root, rel, out.digest, StatKey(*out.stat), out.hashed_at_ns)
+                files.record(root, rel, out.digest, StatKey(*out.stat), out.hashed_at_ns)
         if outcome.status == "rejected":
             self._remove_old_outputs(outcome)
-        inputs: Mapping[str, Any] = task.inputs_fp if task is not None else {}
-        record = ItemRecord(
+        inputs: dict[str, Any] = dict(task.inputs_fp) if task is not None else {}
+        for name in task.hash_inputs if task is not None else ():
+            found = outcome.inputs.get(name)
+            inputs[name] = None if found is None else found.digest
+            if found is not None and found.stat:
+                root, rel = self.index.locate(found.path)
+                if root != "/":
+                    files.record(root, rel, found.digest, StatKey(*found.stat), found.hashed_at_ns)
+        shared = self._shared.get(fp.params_hash + fp.code.digest)
+        if shared is None:  # the same for every item of the stage: encoded once
+            shared = self._shared[fp.params_hash + fp.code.digest] = (
+                dumps_json(fp.code.parts),
+                dumps_json(fp.params),
+            )
+        record = new_record(
             stage=outcome.stage,
             key=outcome.key,
-            status=outcome.status,  # type: ignore[arg-type]
+            status=outcome.status,
             code_fp=fp.code.digest,
             params_hash=fp.params_hash,
-            code_parts=fp.code.parts,
-            params=fp.params,
-            inputs=dict(inputs),
-            outputs=outputs,
-            meta=dict(outcome.meta),
+            code_parts=shared[0],
+            params=shared[1],
+            inputs=canonical_inputs(inputs),
+            outputs=canonical_outputs(digests, rels),
+            meta=dumps_json(outcome.meta) if outcome.meta else "{}",
             reason=outcome.reason,
             error=outcome.error,
             started=outcome.started,

@@ -83,6 +83,8 @@ class Task:
         meta: upstream stage -> metadata of the item this one depends on.
         inputs_fp: digest of each input, recorded with the item (the coordinator keeps it).
         reasons: why the item runs (``new``, ``parameters changed: x``...).
+        hash_inputs: inputs the worker digests (sources of a new item: the worker reads them
+            anyway, so the coordinator does not read every source before dispatching).
     """
 
     stage: str
@@ -96,6 +98,7 @@ class Task:
     meta: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     inputs_fp: Mapping[str, str | None] = field(default_factory=dict)
     reasons: tuple[str, ...] = ()
+    hash_inputs: tuple[str, ...] = ()
 
 
 class OutputFile(NamedTuple):
@@ -123,6 +126,8 @@ class Outcome:
         outputs: output name -> the file written, with its digest.
         started: wall-clock start (``time.time()``).
         duration: seconds spent on the item.
+        inputs: input name -> the file as digested by the worker (``Task.hash_inputs``); its
+            ``stat`` is empty when the file changed while it was read.
     """
 
     stage: str
@@ -134,6 +139,7 @@ class Outcome:
     outputs: dict[str, OutputFile] = field(default_factory=dict)
     started: float = 0.0
     duration: float = 0.0
+    inputs: dict[str, OutputFile] = field(default_factory=dict)
 
 
 class UpToDate(NamedTuple):

@@ -68,6 +68,7 @@ def execute(task: Task) -> Outcome:
     """Run one item and report what happened; user errors become a failed outcome."""
     started = time.time()
     clock = time.perf_counter()
+    inputs = _digest_inputs(task) if task.hash_inputs else {}
     status: Literal["rejected", "failed"]
     reason: str | None
     error: str | None = None
@@ -83,8 +84,8 @@ def execute(task: Task) -> Outcome:
         status, reason, error = "failed", f"{type(exc).__name__}: {exc}", user_traceback(exc)
     else:
         duration = time.perf_counter() - clock
-        return Outcome(task.stage, task.key, "done", None, None, meta, outputs, started, duration)
-    outcome = Outcome(task.stage, task.key, status, reason, error, started=started)
+        return Outcome(task.stage, task.key, "done", None, None, meta, outputs, started, duration, inputs)
+    outcome = Outcome(task.stage, task.key, status, reason, error, started=started, inputs=inputs)
     outcome.duration = time.perf_counter() - clock
     return outcome
 
@@ -159,6 +160,24 @@ def _fingerprint(spec: OutputSpec) -> OutputFile:
     else:
         digest, st = _hash_and_stat(path)
     return OutputFile(path, digest, (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns), hashed_at)
+
+
+def _digest_inputs(task: Task) -> dict[str, OutputFile]:
+    """Digest the inputs the coordinator left to this worker (a missing one fails in the body)."""
+    found = {}
+    for name in task.hash_inputs:
+        path = task.inputs[name].path
+        assert path is not None
+        hashed_at = time.time_ns()
+        try:
+            digest, st = _hash_and_stat(path)
+            after = os.stat(path)
+        except OSError:
+            continue
+        key = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+        same = key == (after.st_size, after.st_mtime_ns, after.st_ino, after.st_ctime_ns)
+        found[name] = OutputFile(path, digest, key if same else (), hashed_at)  # type: ignore[arg-type]
+    return found
 
 
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)

@@ -60,8 +60,21 @@ def _main_reruns_in_workers() -> bool:
 
 def _batches(tasks: list[Task], jobs: int) -> list[list[Task]]:
     """Split tasks so each worker gets several batches (load balance) of at most 64 items."""
-    size = max(1, min(_BATCH_MAX, len(tasks) // (jobs * 8)))
-    return [tasks[i : i + size] for i in range(0, len(tasks), size)]
+    return list(_batch_stream(tasks, jobs))
+
+
+def _batch_stream(tasks: Iterable[Task], jobs: int) -> Iterator[list[Task]]:
+    """Batches as in `_batches`, taken from ``tasks`` only when asked for (``len`` sizes them:
+    a stream of tasks still being built says how many it may hold)."""
+    size = max(1, min(_BATCH_MAX, len(tasks) // (jobs * 8)))  # type: ignore[arg-type]
+    batch: list[Task] = []
+    for task in tasks:
+        batch.append(task)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 class LocalExecutor:
@@ -87,16 +100,21 @@ class LocalExecutor:
     def run(self, tasks: Iterable[Task], *, max_parallel: int | None = None) -> Iterator[Outcome | None]:
         """Run every task; yield outcomes as batches complete."""
         self._stopping = False
-        todo = deque(_batches(list(tasks), self.jobs))
+        todo: deque[list[Task]] = deque()
+        fresh = _batch_stream(tasks if hasattr(tasks, "__len__") else list(tasks), self.jobs)
         # one batch queued behind each running one, so no worker waits while the coordinator
         # records a finished batch; a memory limit below the worker count is kept exactly
         limit = max(1, max_parallel) if max_parallel and max_parallel < self.jobs else 2 * self.jobs
         running: dict[cf.Future[list[tuple[Any, ...]]], list[Task]] = {}
         try:
-            while todo or running:
-                while todo and len(running) < limit:
-                    batch = todo.popleft()
+            while True:
+                while len(running) < limit and not self._stopping:
+                    batch = todo.popleft() if todo else next(fresh, None)
+                    if batch is None:
+                        break
                     running[self._pool.submit(execute_packed, batch)] = batch
+                if not running:
+                    break
                 done, _ = cf.wait(running, timeout=0.2, return_when=cf.FIRST_COMPLETED)
                 for future in done:
                     batch = running.pop(future)
@@ -111,6 +129,7 @@ class LocalExecutor:
                     yield None  # a heartbeat: the coordinator flushes records while items run
                 if self._stopping:
                     todo.clear()  # fail-fast: start nothing more, let running items finish
+                    fresh = iter(())
         finally:
             for future in running:
                 future.cancel()
