@@ -102,7 +102,7 @@ def signed(done: Project) -> Project:
     """After a complete run, files aged and one more run that stores the signatures."""
     age(done.root)
     assert run_ok(done) == []
-    assert sigs(done) == {"clean": 5, "scale": 5, "reduce": 0}  # reduce reads a collection
+    assert sigs(done) == {"clean": 5, "scale": 5, "reduce": 2}
     return done
 
 
@@ -138,6 +138,33 @@ def test_signed_touch_reruns_nothing(signed):
     assert run_ok(signed) == []
 
 
+def test_signed_collection_member_rewritten_with_the_same_bytes_stops_the_cascade(signed):
+    output(signed, "scaled/test/0.txt").write_text("9 9 9")  # scale reruns and writes it back
+    assert run_ok(signed) == ["scale test 0"]
+
+
+def test_signed_collection_member_rejected_reruns_the_reduction(signed):
+    result, executed = run(signed, "clean", "--force", "--where", "split=test", REJECT_ITEM="clean test 1")
+    assert result.code == 0, result.describe()
+    assert executed == ["clean test 0", "clean test 1"]
+    assert run_ok(signed) == ["reduce test"]  # scale test 1 is rejected in turn: one member fewer
+    assert output(signed, "total/test.txt").read_text() == "0:2 4 0"
+
+
+def test_signed_noop_settles_the_reduction_by_stats(signed, in_process_loading, monkeypatch):
+    from stagewise import load
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the quick check should have settled the reduction")
+
+    pipeline = load(signed.root / "pipeline.yaml")
+    monkeypatch.setattr(FileFingerprinter, "fingerprint_many_keys", refuse)
+    monkeypatch.setattr(FileFingerprinter, "fingerprint_key", refuse)
+    report = pipeline.run(executor="serial", progress=False)
+    assert report.ok
+    assert report.counts["reduce"]["uptodate"] == 2
+
+
 def test_signed_deleted_output_reruns_its_item(signed):
     output(signed, "scaled/test/1.txt").unlink()
     assert run_ok(signed) == ["scale test 1"]
@@ -163,7 +190,7 @@ def test_signed_item_below_a_failed_upstream_item_is_not_up_to_date(signed):
 def test_signature_survives_a_run_that_changes_nothing_else(signed):
     age(signed.root)  # new mtimes: every signature is stale, the full check proves them again
     assert run_ok(signed) == []
-    assert sigs(signed) == {"clean": 5, "scale": 5, "reduce": 0}
+    assert sigs(signed) == {"clean": 5, "scale": 5, "reduce": 2}
     assert run_ok(signed) == []
 
 

@@ -133,35 +133,79 @@ class TaskBuilder:
         return layout_digest([fp.code.digest, fp.params_hash, *node.dims, *places])
 
     def _quick(self, plan: StagePlan, fp: StageFingerprint, layout: bytes) -> QuickCheck | None:
-        """The quick check of a stage whose inputs are single files, when it has signatures."""
+        """The quick check of a stage, when it has signatures (None: every item takes the full check)."""
         node = plan.node
         dims = node.dims
-        if not plan.items or any(
-            d not in dims for link in node.links.values() for d in self.model.link_dims(link)
-        ):
-            return None  # a collection input: its key set is part of the fingerprint
+        if not plan.items:
+            return None
         sigs = self._sigs = self.records.sigs(node.qname)
         if not sigs:
             return None
-        links = [*node.links.values(), *(Link(node.qname, name) for name in node.stage.outputs)]
-        renderers = [self.paths.renderer(link, dims) for link in links]
         first = plan.items[0]
         tags = dict(zip(dims, first, strict=True))
-        for link, render in zip(links, renderers, strict=True):
-            if render is None:
-                return None
-            rid, rel = self.paths.locate(link, tags)
-            if render(first) != self._roots[rid] + os.sep + rel:  # never expected: stay exact
-                return None
+        inputs: list[Any] = []
         blocked: list[tuple[Any, Any]] = []
         for link in node.links.values():
+            link_dims = self.model.link_dims(link)
+            if any(d not in dims for d in link_dims):
+                if self.pending is not None and link.producer and self.pending.get(link.producer):
+                    return None  # explaining: members may still change
+                lister = self._member_lister(link, dims, link_dims)
+                if lister is None:
+                    return None
+                inputs.append(lister)
+                continue
+            render = self._checked_renderer(link, dims, first, tags)
+            if render is None:
+                return None
+            inputs.append(render)
             if link.producer is not None:
-                key_fn = producer_key_fn(dims, self.model.link_dims(link))
+                key_fn = producer_key_fn(dims, link_dims)
                 blocked.append((key_fn, self.records.not_done(link.producer)))
                 if self.pending is not None:
                     blocked.append((key_fn, self.pending.get(link.producer, ())))
-        count = len(node.links)
-        return QuickCheck(sigs, layout, renderers[:count], renderers[count:], blocked)
+        outputs = [
+            self._checked_renderer(Link(node.qname, name), dims, first, tags) for name in node.stage.outputs
+        ]
+        if None in outputs:
+            return None
+        return QuickCheck(sigs, layout, inputs, outputs, blocked)
+
+    def _checked_renderer(
+        self, link: Link, dims: tuple[str, ...], first: tuple[Any, ...], tags: dict[str, Any]
+    ) -> Any:
+        """The fast renderer of ``link``'s files, checked against `AssetPaths.locate` once."""
+        render = self.paths.renderer(link, dims)
+        if render is None:
+            return None
+        rid, rel = self.paths.locate(link, tags)
+        return render if render(first) == self._roots[rid] + os.sep + rel else None  # stay exact
+
+    def _member_lister(self, link: Link, dims: tuple[str, ...], link_dims: tuple[str, ...]) -> Any:
+        """For a collection input: from an item's values, the paths of the members it may hold,
+        ordered by key as `_collection` orders them (a missing file is not a member)."""
+        render = self.paths.renderer(link, link_dims)
+        if render is None:
+            return None
+        splits = self.model.nodes[link.producer].stage.splits if link.producer else None
+        not_done = self.records.not_done(link.producer) if link.producer else set()
+        shared = [(i, d) for i, d in enumerate(link_dims) if d in dims]
+        where_of = [(d, dims.index(d)) for _, d in shared]
+        extra = [i for i, d in enumerate(link_dims) if d not in dims]
+        enumerate_ = self.model.dims.enumerate
+
+        def members(values: tuple[Any, ...]) -> list[str]:
+            fixed = {d: frozenset([values[i]]) for d, i in where_of}
+            found = [
+                (m[extra[0]] if len(extra) == 1 else tuple(m[i] for i in extra), m)
+                for m in enumerate_(link_dims, splits=splits, where=fixed)
+                if not (not_done and item_key(m) in not_done)
+            ]
+            with contextlib.suppress(TypeError):
+                found.sort(key=lambda e: e[0])
+            return [render(m) for _, m in found]  # type: ignore[misc]
+
+        return members
 
     def _preload(self, node: Node) -> None:
         """Read the stat cache of every root the stage's files are under, in one query each."""
@@ -177,7 +221,7 @@ class TaskBuilder:
         output_keys: list[StatKey | None] | None,
     ) -> None:
         """Give an up-to-date item a new stat signature when every file's stats prove its content."""
-        if record is None or input_keys is None or None in input_keys:
+        if record is None or not _proven(input_keys):
             return
         if record.status == "done":
             if output_keys is None or None in output_keys:
@@ -212,16 +256,15 @@ class TaskBuilder:
 
     def _inputs(
         self, lazy: frozenset[str], links: dict[str, Link] | Any, tags: dict[str, Any], defer: bool = False
-    ) -> tuple[dict[str, InputSpec], dict[str, str | None], list[StatKey | None] | None]:
+    ) -> tuple[dict[str, InputSpec], dict[str, str | None], list[Any]]:
         """How each input arrives, its digest (`_DEFERRED`: the worker's to compute), and the
-        proving stat keys (None: a collection)."""
+        proving stat key of its file (a list for a collection's members; None: not proven)."""
         specs: dict[str, InputSpec] = {}
         digests: dict[str, str | None] = {}
-        keys: list[StatKey | None] | None = []
+        keys: list[Any] = []
         for name, link in links.items():
             specs[name], digests[name], key = self._input(lazy, name, link, tags, defer)
-            if keys is not None:
-                keys = None if key is _COLLECTION else [*keys, key]
+            keys.append(key)
         return specs, digests, keys
 
     def _link_info(self, link: Link) -> tuple[tuple[str, ...], Any]:
@@ -236,13 +279,13 @@ class TaskBuilder:
         dims, handler = self._link_info(link)
         extra = [d for d in dims if d not in tags]
         if extra:
-            entries, digests = self._collection(link, dims, extra, tags)
+            entries, digests, member_keys = self._collection(link, dims, extra, tags)
             if not self.force and self.pending is not None and link.producer is not None:
                 pending = self.pending.get(link.producer, set())
                 if pending and self._any_pending(link, dims, tags, pending):
                     raise _Blocked("pending", f"upstream may change: {link.producer}")
             digest = collection_digest(zip((key for key, _ in entries), digests, strict=True))
-            return InputSpec("many", handler, entries=tuple(entries)), digest, _COLLECTION
+            return InputSpec("many", handler, entries=tuple(entries)), digest, member_keys
         rid, rel = self.paths.locate(link, tags)
         if link.producer is not None:
             producer_key = item_key([tags[d] for d in dims])
@@ -277,8 +320,9 @@ class TaskBuilder:
 
     def _collection(
         self, link: Link, dims: tuple[str, ...], extra: list[str], tags: dict[str, Any]
-    ) -> tuple[list[tuple[Any, str]], list[str | None]]:
-        """The ``(key, path)`` of each member that exists, ordered by key, and their digests."""
+    ) -> tuple[list[tuple[Any, str]], list[str | None], list[StatKey | None]]:
+        """The ``(key, path)`` of each member that exists, ordered by key, their digests, and
+        the stat keys proving those digests."""
         fixed = {d: frozenset([tags[d]]) for d in dims if d in tags}
         splits = self.model.nodes[link.producer].stage.splits if link.producer else None
         not_done = self.records.not_done(link.producer) if link.producer else set()
@@ -292,23 +336,25 @@ class TaskBuilder:
             found.append((key, rid, rel))
         with contextlib.suppress(TypeError):  # mixed value types: keep the declared order
             found.sort(key=lambda e: e[0])
-        digests: dict[tuple[str, str], str | None] = {}
+        known: dict[tuple[str, str], tuple[str | None, StatKey | None]] = {}
         for rid in {rid for _, rid, _ in found}:
             rels = [rel for _, r, rel in found if r == rid]
             if rid == "/":
-                digests.update(((rid, rel), self.index.digest_at(rid, rel)) for rel in rels)
+                known.update(((rid, rel), (self.index.digest_at(rid, rel), None)) for rel in rels)
             else:
-                digests.update(
-                    ((rid, rel), d) for rel, d in self.index.files.fingerprint_many(rid, rels).items()
+                known.update(
+                    ((rid, rel), v) for rel, v in self.index.files.fingerprint_many_keys(rid, rels).items()
                 )
         entries: list[tuple[Any, str]] = []
-        present: list[str | None] = []
+        digests: list[str | None] = []
+        keys: list[StatKey | None] = []
         for key, rid, rel in found:
-            digest = digests[rid, rel]
+            digest, stat_key = known[rid, rel]
             if digest is not None:  # never produced, or deleted since (its producer is then stale: warned)
                 entries.append((key, self._roots[rid] + os.sep + rel))
-                present.append(digest)
-        return entries, present
+                digests.append(digest)
+                keys.append(stat_key)
+        return entries, digests, keys
 
     def _meta(self, ancestors: list[str], tags: dict[str, Any]) -> dict[str, dict[str, Any]]:
         meta: dict[str, dict[str, Any]] = {}
@@ -327,8 +373,10 @@ _PRELOAD_ITEMS = 64
 _DEFERRED = "<digested by the worker>"
 """The digest of a source a new item's worker digests (`Task.hash_inputs`)."""
 
-_COLLECTION = object()
-"""The stat key of a collection input: it has none (its stages have no stat signature)."""
+
+def _proven(keys: list[Any] | None) -> bool:
+    """Whether every stat key is there (collections: every member's)."""
+    return keys is not None and all(k is not None and (type(k) is not list or None not in k) for k in keys)
 
 
 class _Blocked(Exception):

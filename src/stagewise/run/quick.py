@@ -3,8 +3,9 @@
 The full check (`stagewise.run.freshness`) compares content digests through the stat cache. Once
 an item has been found up to date with every file past the racy window (so a file's stats
 determine its content, see `stagewise.state.filehash`), its record keeps a *stat signature*:
-the stage's file layout, then each input's and each output's size, mtime_ns, inode and ctime_ns
-packed in 32 bytes (a rejected item: its inputs, then ``R``). While the code, the parameters and
+the stage's layout (code, parameters, templates), then each input's and each output's size,
+mtime_ns, inode and ctime_ns packed in 32 bytes (a collection input: its member count, then each
+member's; a rejected item: its inputs, then ``R``). While the code, the parameters and
 every stat are the same, the digests are too, so the item is up to date without a cache lookup or
 a decoded record: two ``os.stat`` calls and one comparison per item on a no-op rerun. Anything
 else (no signature, a changed stat, an upstream item not done) goes to the full check, which
@@ -28,6 +29,7 @@ REJECTED = b"R"
 """What follows the inputs in the signature of a rejected item (it has no outputs)."""
 
 _PACK = struct.Struct("<qqQq").pack  # size, mtime_ns, ino, ctime_ns
+_COUNT = struct.Struct("<q").pack  # how many members a collection input has
 
 Render = Callable[[Sequence[Any]], "str | None"]
 
@@ -38,9 +40,15 @@ def layout_digest(parts: Sequence[str]) -> bytes:
     return hashlib.blake2b("\n".join(parts).encode(), digest_size=8).digest()
 
 
-def make_sig(layout: bytes, inputs: Sequence[StatKey], outputs: Sequence[StatKey] | None) -> bytes:
-    """The signature of an item: its layout, its inputs' stats, its outputs' stats (or `REJECTED`)."""
-    packed = b"".join(_PACK(*key) for key in inputs)
+def make_sig(
+    layout: bytes, inputs: Sequence[StatKey | Sequence[StatKey]], outputs: Sequence[StatKey] | None
+) -> bytes:
+    """The signature of an item: its layout, its inputs' stats (a collection: its member count,
+    then each member's), its outputs' stats (or `REJECTED`)."""
+    packed = b"".join(
+        _COUNT(len(key)) + b"".join(_PACK(*k) for k in key) if type(key) is list else _PACK(*key)  # type: ignore[misc]
+        for key in inputs
+    )
     return layout + packed + (REJECTED if outputs is None else b"".join(_PACK(*key) for key in outputs))
 
 
@@ -64,7 +72,8 @@ class QuickCheck:
     Args:
         sigs: the signature of each item recorded with the stage's current code and parameters.
         layout: the stage's `layout_digest`.
-        inputs: a renderer of each input file's path, in input-name order.
+        inputs: per input, in input-name order, a renderer of its file's path, or for a
+            collection input a function giving the paths of its possible members in key order.
         outputs: a renderer of each output file's path, in output-name order.
         blocked: per upstream link, a function from the item's values to the producer's item
             key (None: the same key) and the producer keys that must not count as done
@@ -91,7 +100,6 @@ class QuickCheck:
         rest, rejected = found.rest, found.rejected
         get, stat, pack, head = self.sigs.get, os.stat, _PACK, self.layout
         inputs, outputs, blocked = self.inputs, self.outputs, self.blocked
-        width = len(head) + 32 * len(inputs)
         for index, values in enumerate(items):
             key = item_key(values)
             sig = get(key)
@@ -101,13 +109,17 @@ class QuickCheck:
             text = head
             try:
                 for render in inputs:
-                    st = stat(render(values))  # type: ignore[arg-type]
+                    path = render(values)
+                    if type(path) is list:  # a collection: the members that exist
+                        text += _members(path)
+                        continue
+                    st = stat(path)  # type: ignore[arg-type]
                     text += pack(st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
                 if not sig.startswith(text):
                     rest.append(index)
                     continue
-                if len(sig) == width + 1:
-                    (rejected if sig[width:] == REJECTED else rest).append(index)
+                if len(sig) == len(text) + 1:
+                    (rejected if sig[-1:] == REJECTED else rest).append(index)
                     continue
                 for render in outputs:
                     st = stat(render(values))  # type: ignore[arg-type]
@@ -126,6 +138,18 @@ class QuickCheck:
             (key if producer_key is None else producer_key(values)) in keys
             for producer_key, keys in self.blocked
         )
+
+
+def _members(paths: list[str]) -> bytes:
+    """The packed stats of a collection's members, after their count; a missing file is none."""
+    parts = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            continue
+        parts.append(_PACK(st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns))
+    return _COUNT(len(parts)) + b"".join(parts)
 
 
 def producer_key_fn(

@@ -240,6 +240,15 @@ class FileFingerprinter:
         self.flush()
         return result
 
+    def fingerprint_many_keys(
+        self, root: str, relpaths: Sequence[str]
+    ) -> dict[str, tuple[str | None, StatKey | None]]:
+        """`fingerprint_key` of each file, with one cache lookup."""
+        known = self._load(root, relpaths)
+        result = {rel: self._one_key(root, rel, known) for rel in relpaths}
+        self.flush()
+        return result
+
     def _many_fast(
         self, root: str, rels: Sequence[str], known: dict[str, CachedStat | None]
     ) -> dict[str, str | None]:
