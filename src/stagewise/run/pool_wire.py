@@ -126,7 +126,8 @@ def preload_in_forkserver(ctx: Any, modules: Iterable[str] = ()) -> None:
     wanted = [*current, *(m for m in (__name__, *modules) if m not in current)]
     if wanted != current:
         ctx.set_forkserver_preload(wanted)
-    threading.Thread(target=_start_forkserver, name="stagewise-forkserver", daemon=True).start()
+    if getattr(forkserver._forkserver, "_forkserver_pid", None) is None:  # else: it runs already
+        threading.Thread(target=_start_forkserver, name="stagewise-forkserver", daemon=True).start()
 
 
 def _start_forkserver() -> None:
