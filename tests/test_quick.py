@@ -211,6 +211,10 @@ def test_a_store_of_schema_1_is_migrated(tmp_path):
             "CREATE TABLE items (stage TEXT, key TEXT, status TEXT, PRIMARY KEY (stage, key));"
             "PRAGMA user_version = 1;"
         )
+    with StateStore(path, readonly=True) as store:
+        assert store.get_sigs("x") == {}  # read as it is: no signatures yet
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
     with StateStore(path) as store:
         assert store.get_sigs("x") == {}
     with sqlite3.connect(path) as conn:

@@ -98,6 +98,8 @@ class StateStore:
             network_fs = is_network_fs(self.path.parent)
         self.network_fs = network_fs
         self.journal_mode = ""
+        self.schema = 0
+        """The schema version of the open store (an older one stays so when read-only)."""
         try:
             self._conn = self._connect(busy_timeout)
         except sqlite3.Error as exc:
@@ -122,7 +124,7 @@ class StateStore:
         conn = sqlite3.connect(target, uri=uri, isolation_level=None, check_same_thread=False)
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            version = self.schema = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise StateError(
                     f"{self.path} was written by a newer stagewise "
@@ -136,6 +138,7 @@ class StateStore:
             if not memory:
                 self._set_journal(conn)
             if version < SCHEMA_VERSION:
+                self.schema = SCHEMA_VERSION
                 # One script, one transaction: a crash midway leaves the old version intact.
                 steps = [SCHEMA] if version == 0 else [MIGRATIONS[v] for v in range(version, SCHEMA_VERSION)]
                 conn.executescript(
@@ -244,6 +247,8 @@ class StateStore:
 
     def get_sigs(self, stage: str) -> dict[str, bytes]:
         """The stat signature of each item of ``stage`` that has one (see `stagewise.run.quick`)."""
+        if self.schema < 2:
+            return {}  # an older store opened read-only: no signatures yet
         with self._guard() as conn:
             return dict(conn.execute("SELECT key, sig FROM sigs WHERE stage = ?", (stage,)).fetchall())
 
