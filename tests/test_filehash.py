@@ -258,3 +258,20 @@ def test_racy_rule_keeps_digests_exact_on_coarse_timestamps(
             else:
                 truth = xxhash.xxh3_128((Path(folder) / "f").read_bytes()).hexdigest()
                 assert fp.fingerprint("r", "f") == truth
+
+
+def test_output_recorded_in_this_run_is_trusted_until_the_run_ends(tmp_path: Path) -> None:
+    write(tmp_path / "out.npy", b"written by a worker")
+    st = os.stat(tmp_path / "out.npy")
+    key = StatKey(st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+    cache = DictStatCache()
+    hasher = CountingHash()
+    run = FileFingerprinter(cache, {"r": tmp_path}, hash_fn=hasher)
+    run.record("r", "out.npy", "worker-digest", key, hashed_at_ns=st.st_mtime_ns)  # racy: just written
+    assert run.fingerprint_key("r", "out.npy") == ("worker-digest", None)  # trusted, not proven
+    assert hasher.calls == []
+    run.flush()
+    assert cache.entries == {}  # a racy entry would never be read back: not written
+    next_run = FileFingerprinter(cache, {"r": tmp_path}, hash_fn=hasher)
+    next_run.fingerprint("r", "out.npy")
+    assert len(hasher.calls) == 1  # the next run hashes it again

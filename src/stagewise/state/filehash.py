@@ -189,6 +189,9 @@ class FileFingerprinter:
         self._known: dict[str, dict[str, CachedStat | None]] = {}
         self._loaded_all: set[str] = set()
         self._pending: list[StatRow] = []
+        self._fresh: set[tuple[str, str]] = set()
+        """Outputs this run wrote (digested by their workers, see `record`): their racy entries
+        are trusted until the run ends, as nothing but the run writes its outputs."""
         self.hashed = 0
         """How many files were read and hashed (for progress and tests)."""
 
@@ -300,9 +303,11 @@ class FileFingerprinter:
         """
         entry = CachedStat(key, digest, hashed_at_ns)
         self._known.setdefault(root, {})[relpath] = entry
-        self._pending.append(StatRow(root, relpath, key, digest, hashed_at_ns))
-        if len(self._pending) >= _WRITE_BATCH:
-            self.flush()
+        self._fresh.add((root, relpath))
+        if key.mtime_ns + self._racy_window_ns <= hashed_at_ns:  # a racy entry is never read back
+            self._pending.append(StatRow(root, relpath, key, digest, hashed_at_ns))
+            if len(self._pending) >= _WRITE_BATCH:
+                self.flush()
 
     def flush(self) -> None:
         """Write the pending cache entries in one batch."""
@@ -341,8 +346,11 @@ class FileFingerprinter:
             return None, None
         entry = known.get(relpath)
         window = self._racy_window_ns
-        if entry is not None and entry.key == key and key.mtime_ns + window <= entry.hashed_at_ns:
-            return entry.digest, key
+        if entry is not None and entry.key == key:
+            if key.mtime_ns + window <= entry.hashed_at_ns:
+                return entry.digest, key
+            if (root, relpath) in self._fresh:  # written in this run: trusted, but not proven
+                return entry.digest, None
         # Time taken before reading, so a write during hashing makes the new entry racy.
         hashed_at = self._clock()
         digest = self._hash_fn(full)
@@ -350,5 +358,7 @@ class FileFingerprinter:
         if self._stat(full) != key:
             return digest, None  # changed while we read it: neither cached nor proven
         known[relpath] = CachedStat(key, digest, hashed_at)
+        if key.mtime_ns + window > hashed_at:
+            return digest, None  # racy: good for this run only, so not written to the cache
         self._pending.append(StatRow(root, relpath, key, digest, hashed_at))
-        return digest, (key if key.mtime_ns + window <= hashed_at else None)
+        return digest, key
