@@ -202,18 +202,6 @@ class Template:
         except (KeyError, ValueError, TypeError) as exc:
             self._diagnose(tags, paths, checks, exc)
 
-    def fixed_folder(self, *, tail: bool = False) -> str | None:
-        """The folder part of the template when it holds no field (``""``: none), else None.
-
-        With ``tail``, the leading path field and the separator after it are left out.
-        """
-        pieces = self._pieces[1:] if tail else self._pieces
-        first = next((i for i, piece in enumerate(pieces) if piece[1] is not None), len(pieces))
-        if any("/" in lit for lit, _, _ in pieces[first + 1 :]):
-            return None
-        head = "".join(lit for lit, _, _ in pieces[: first + 1])
-        return (head[1:] if tail else head).rpartition("/")[0]
-
     def positional(
         self, order: Mapping[str, int], constants: Mapping[str, str], *, tail: bool = False, prefix: str = ""
     ) -> Callable[[Sequence[object]], str | None] | None:

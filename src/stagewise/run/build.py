@@ -44,10 +44,10 @@ class TaskBuilder:
         self.index: FileIndex = records.index
         self.force = force
         self.pending = pending
-        self._links: dict[Link, tuple[tuple[str, ...], Any]] = {}
-        self._roots = paths.roots()
         """When explaining (dry run, status): items of each stage that would or might rerun.
         Their consumers are ``pending``: early cutoff decides at run time."""
+        self._links: dict[Link, tuple[tuple[str, ...], Any]] = {}
+        self._roots = paths.roots()
 
     def tasks(self, plan: StagePlan, fp: StageFingerprint) -> Iterator[Task | Outcome | UpToDate]:
         """A task per item that must run; an outcome for the others (a count for up-to-date runs).
@@ -63,8 +63,8 @@ class TaskBuilder:
         output_links = {name: Link(qname, name) for name in node.stage.outputs}
         handlers = {name: self.paths.handler(link) for name, link in output_links.items()}
         layout = self._layout(node, fp)
-        self._sigs: dict[str, bytes] = {}
-        quick = None if self.force else self._quick(plan, fp, layout)
+        sigs = {} if self.force or not plan.items else self.records.sigs(qname)
+        quick = self._quick(plan, layout, sigs) if sigs else None
         todo: Sequence[tuple[Any, ...]] = plan.items
         if quick is not None:
             settled = quick.settle(plan.items)
@@ -104,7 +104,7 @@ class TaskBuilder:
             else:
                 reasons, output_keys = self._reasons(record, fp, inputs_fp, outputs)
                 if not reasons:
-                    self._keep_sig(record, layout, input_keys, output_keys)
+                    self._keep_sig(record, layout, input_keys, output_keys, sigs.get(key))
                     yield Outcome(qname, key, "uptodate")
                     continue
             yield Task(
@@ -132,15 +132,10 @@ class TaskBuilder:
         ]
         return layout_digest([fp.code.digest, fp.params_hash, *node.dims, *places])
 
-    def _quick(self, plan: StagePlan, fp: StageFingerprint, layout: bytes) -> QuickCheck | None:
-        """The quick check of a stage, when it has signatures (None: every item takes the full check)."""
+    def _quick(self, plan: StagePlan, layout: bytes, sigs: dict[str, bytes]) -> QuickCheck | None:
+        """The quick check of a stage's items (None: every item takes the full check)."""
         node = plan.node
         dims = node.dims
-        if not plan.items:
-            return None
-        sigs = self._sigs = self.records.sigs(node.qname)
-        if not sigs:
-            return None
         first = plan.items[0]
         tags = dict(zip(dims, first, strict=True))
         inputs: list[Any] = []
@@ -183,29 +178,36 @@ class TaskBuilder:
 
     def _member_lister(self, link: Link, dims: tuple[str, ...], link_dims: tuple[str, ...]) -> Any:
         """For a collection input: from an item's values, the paths of the members it may hold,
-        ordered by key as `_collection` orders them (a missing file is not a member)."""
+        in `_members` order (a missing file is not a member)."""
         render = self.paths.renderer(link, link_dims)
         if render is None:
             return None
-        splits = self.model.nodes[link.producer].stage.splits if link.producer else None
-        not_done = self.records.not_done(link.producer) if link.producer else set()
-        shared = [(i, d) for i, d in enumerate(link_dims) if d in dims]
-        where_of = [(d, dims.index(d)) for _, d in shared]
-        extra = [i for i, d in enumerate(link_dims) if d not in dims]
-        enumerate_ = self.model.dims.enumerate
+        shared = [(d, dims.index(d)) for d in link_dims if d in dims]
 
         def members(values: tuple[Any, ...]) -> list[str]:
-            fixed = {d: frozenset([values[i]]) for d, i in where_of}
-            found = [
-                (m[extra[0]] if len(extra) == 1 else tuple(m[i] for i in extra), m)
-                for m in enumerate_(link_dims, splits=splits, where=fixed)
-                if not (not_done and item_key(m) in not_done)
-            ]
-            with contextlib.suppress(TypeError):
-                found.sort(key=lambda e: e[0])
-            return [render(m) for _, m in found]  # type: ignore[misc]
+            fixed = {d: values[i] for d, i in shared}
+            return [render(m) for _, m in self._members(link, link_dims, fixed)]  # type: ignore[misc]
 
         return members
+
+    def _members(
+        self, link: Link, link_dims: tuple[str, ...], fixed: dict[str, Any]
+    ) -> list[tuple[Any, tuple[Any, ...]]]:
+        """The producer items a collection input holds for an item with tags ``fixed``: their
+        key (the values of the dims not fixed) and values, ordered by key; failed or rejected
+        items are not members."""
+        where = {d: frozenset([v]) for d, v in fixed.items()}
+        splits = self.model.nodes[link.producer].stage.splits if link.producer else None
+        not_done = self.records.not_done(link.producer) if link.producer else set()
+        extra = [i for i, d in enumerate(link_dims) if d not in fixed]
+        found = [
+            (values[extra[0]] if len(extra) == 1 else tuple(values[i] for i in extra), values)
+            for values in self.model.dims.enumerate(link_dims, splits=splits, where=where)
+            if not (not_done and item_key(values) in not_done)
+        ]
+        with contextlib.suppress(TypeError):  # mixed value types: keep the declared order
+            found.sort(key=lambda e: e[0])
+        return found
 
     def _preload(self, node: Node) -> None:
         """Read the stat cache of every root the stage's files are under, in one query each."""
@@ -219,8 +221,10 @@ class TaskBuilder:
         layout: bytes,
         input_keys: list[StatKey | None] | None,
         output_keys: list[StatKey | None] | None,
+        stored: bytes | None,
     ) -> None:
-        """Give an up-to-date item a new stat signature when every file's stats prove its content."""
+        """Give an up-to-date item a new stat signature when every file's stats prove its content
+        (``stored``: the one it has)."""
         if record is None or not _proven(input_keys):
             return
         if record.status == "done":
@@ -229,7 +233,7 @@ class TaskBuilder:
             sig = make_sig(layout, input_keys, output_keys)  # type: ignore[arg-type]
         else:
             sig = make_sig(layout, input_keys, None)  # type: ignore[arg-type]
-        if sig != self._sigs.get(record.key):
+        if sig != stored:
             self.records.set_sig(record.stage, record.key, sig)
 
     def _reasons(
@@ -279,7 +283,7 @@ class TaskBuilder:
         dims, handler = self._link_info(link)
         extra = [d for d in dims if d not in tags]
         if extra:
-            entries, digests, member_keys = self._collection(link, dims, extra, tags)
+            entries, digests, member_keys = self._collection(link, dims, tags)
             if not self.force and self.pending is not None and link.producer is not None:
                 pending = self.pending.get(link.producer, set())
                 if pending and self._any_pending(link, dims, tags, pending):
@@ -319,23 +323,14 @@ class TaskBuilder:
         )
 
     def _collection(
-        self, link: Link, dims: tuple[str, ...], extra: list[str], tags: dict[str, Any]
+        self, link: Link, dims: tuple[str, ...], tags: dict[str, Any]
     ) -> tuple[list[tuple[Any, str]], list[str | None], list[StatKey | None]]:
         """The ``(key, path)`` of each member that exists, ordered by key, their digests, and
         the stat keys proving those digests."""
-        fixed = {d: frozenset([tags[d]]) for d in dims if d in tags}
-        splits = self.model.nodes[link.producer].stage.splits if link.producer else None
-        not_done = self.records.not_done(link.producer) if link.producer else set()
+        fixed = {d: tags[d] for d in dims if d in tags}
         found: list[tuple[Any, str, str]] = []
-        for values in self.model.dims.enumerate(dims, splits=splits, where=fixed):
-            if not_done and item_key(values) in not_done:
-                continue  # failed or rejected: not a member
-            full = dict(zip(dims, values, strict=True))
-            rid, rel = self.paths.locate(link, full)
-            key = full[extra[0]] if len(extra) == 1 else tuple(full[d] for d in extra)
-            found.append((key, rid, rel))
-        with contextlib.suppress(TypeError):  # mixed value types: keep the declared order
-            found.sort(key=lambda e: e[0])
+        for key, values in self._members(link, dims, fixed):
+            found.append((key, *self.paths.locate(link, dict(zip(dims, values, strict=True)))))
         known: dict[tuple[str, str], tuple[str | None, StatKey | None]] = {}
         for rid in {rid for _, rid, _ in found}:
             rels = [rel for _, r, rel in found if r == rid]

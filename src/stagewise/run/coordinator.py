@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections import Counter
@@ -88,16 +89,9 @@ def run_plans(
             fp = fingerprints[plan.qname]
             sink.start_stage(plan.qname, len(plan.items))  # before the builder: up-to-date items count
             tasks: dict[str, Task] = {}
-
-            def settle(entry: Outcome | UpToDate, plan: StagePlan = plan, fp: StageFingerprint = fp) -> None:
-                """Count an item that does not run (and record it if it is an outcome)."""
-                stage_counts = report.counts[plan.qname]
-                if type(entry) is UpToDate:
-                    stage_counts["uptodate"] += entry.count
-                    notify(entry)
-                else:
-                    _take(entry, None, fp, plan, records, report, stage_counts, notify)  # type: ignore[arg-type]
-
+            settle = functools.partial(
+                _settle, notify=notify, fp=fp, plan=plan, records=records, report=report, counts=counts
+            )
             limit = parallel_limit(plan.node.stage.memory) if plan.node.stage.memory else None
             for attempt in range(retries + 1):
                 again: dict[str, Task] = {}
@@ -138,6 +132,24 @@ def run_plans(
     finally:
         records.flush()
     return report
+
+
+def _settle(
+    entry: Outcome | UpToDate,
+    *,
+    notify: Callable[[Outcome | UpToDate], None],
+    fp: StageFingerprint,
+    plan: StagePlan,
+    records: StateRecords,
+    report: RunReport,
+    counts: Counter[str],
+) -> None:
+    """Count an item that does not run (and record it when it is an outcome)."""
+    if type(entry) is UpToDate:
+        counts["uptodate"] += entry.count
+        notify(entry)
+    else:
+        _take(entry, None, fp, plan, records, report, counts, notify)  # type: ignore[arg-type]
 
 
 def _built(

@@ -73,10 +73,6 @@ class FileIndex:
                 return rid, text[len(root) + 1 :]
         return "/", text
 
-    def digest(self, path: str | Path) -> str | None:
-        """The digest of a file, or None when it is missing."""
-        return self.digest_at(*self.locate(path))
-
     def digest_key_at(self, rid: str, rel: str) -> tuple[str | None, StatKey | None]:
         """The digest of a file and the stat key proving it (see `FileFingerprinter.fingerprint_key`)."""
         if rid == "/":

@@ -84,14 +84,6 @@ class AssetPaths:
             info = self._located[link] = self._locate_info(link)
         return info[1]
 
-    def fixed_folder(self, link: Link) -> str | None:
-        """The folder every file of ``link`` is in, when no tag is part of it (else None)."""
-        template, rid, paths, _, _ = self._located.get(link) or self._locate_info(link)
-        folder = template.fixed_folder(tail=paths is not None)
-        if folder is None or any(part in (".", "..") for part in folder.split("/")) or "//" in folder:
-            return None
-        return self.roots()[rid] + (os.sep + folder if folder else "")
-
     def renderer(self, link: Link, dims: Sequence[str]) -> Callable[[Sequence[Any]], str | None] | None:
         """The full path of ``link``'s file from a tuple of values of ``dims``, fast.
 

@@ -166,18 +166,10 @@ def _missing_files(
             if not os.path.exists(path := roots[rid] + os.sep + rel):
                 missing.append(Path(path))
         return missing
-    listings = _Listings()
-    folder = paths.fixed_folder(link)
-    if folder is not None:  # every file in one folder: a name lookup per item
-        names, cut = listings.names(folder), len(folder) + 1
-        for values in items:
-            path = render(values)
-            if path is None or path[cut:] not in names:
-                missing.append(Path(path or paths.path_str(link, dict(zip(dims, values, strict=True)))))
-        return missing
+    exists = _Listings().exists
     for values in items:
         path = render(values)
-        if path is None or not listings.exists(path):
+        if path is None or not exists(path):
             missing.append(Path(path or paths.path_str(link, dict(zip(dims, values, strict=True)))))
     return missing
 
@@ -192,21 +184,18 @@ class _Listings:
     def __init__(self) -> None:
         self._names: dict[str, frozenset[str]] = {}
 
-    def names(self, folder: str) -> frozenset[str]:
-        """The entries of a folder (none when it is missing or not a folder)."""
+    def exists(self, path: str) -> bool:
+        """Whether ``path`` names an entry of its folder (a dangling symlink passes; its item
+        then fails as "input missing")."""
+        folder, _, name = path.rpartition(os.sep)
         names = self._names.get(folder)
         if names is None:
             try:
                 names = frozenset(os.listdir(folder or os.sep))
-            except OSError:
+            except OSError:  # missing, or not a folder
                 names = frozenset()
             self._names[folder] = names
-        return names
-
-    def exists(self, path: str) -> bool:
-        """Whether ``path`` names an entry of its folder."""
-        folder, _, name = path.rpartition(os.sep)
-        return name in self.names(folder)  # a dangling symlink passes; its item fails as "input missing"
+        return name in names
 
 
 def _nothing_produced(model: PipelineModel, link: Link, paths: AssetPaths) -> tuple[Path, ...]:

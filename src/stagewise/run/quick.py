@@ -35,8 +35,8 @@ Render = Callable[[Sequence[Any]], "str | None"]
 
 
 def layout_digest(parts: Sequence[str]) -> bytes:
-    """A short digest of where a stage's files are (templates and roots): a moved template or
-    root never matches an old signature."""
+    """A short digest of what every item of a stage shares (code, parameters, dims, the roots
+    and templates of its files): a change to any of them matches no old signature."""
     return hashlib.blake2b("\n".join(parts).encode(), digest_size=8).digest()
 
 
@@ -70,7 +70,8 @@ class QuickCheck:
     """The quick check of one stage's items.
 
     Args:
-        sigs: the signature of each item recorded with the stage's current code and parameters.
+        sigs: the stored signature of each item of the stage (one made with other code or
+            parameters has another layout, so it never matches).
         layout: the stage's `layout_digest`.
         inputs: per input, in input-name order, a renderer of its file's path, or for a
             collection input a function giving the paths of its possible members in key order.

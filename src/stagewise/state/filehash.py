@@ -234,42 +234,40 @@ class FileFingerprinter:
             root: a root id given at construction.
             relpaths: paths relative to that root.
         """
+        return {rel: found[0] for rel, found in self.fingerprint_many_keys(root, relpaths).items()}
+
+    def fingerprint_many_keys(
+        self, root: str, relpaths: Iterable[str]
+    ) -> dict[str, tuple[str | None, StatKey | None]]:
+        """`fingerprint_key` of each file, with one cache lookup."""
         rels = relpaths if isinstance(relpaths, list | tuple) else list(relpaths)
         known = self._load(root, rels)
         if self._stat is not stat_key:
-            result = {rel: self._one(root, rel, known) for rel in rels}
+            result = {rel: self._one_key(root, rel, known) for rel in rels}
         else:
             result = self._many_fast(root, rels, known)
         self.flush()
         return result
 
-    def fingerprint_many_keys(
-        self, root: str, relpaths: Sequence[str]
-    ) -> dict[str, tuple[str | None, StatKey | None]]:
-        """`fingerprint_key` of each file, with one cache lookup."""
-        known = self._load(root, relpaths)
-        result = {rel: self._one_key(root, rel, known) for rel in relpaths}
-        self.flush()
-        return result
-
     def _many_fast(
         self, root: str, rels: Sequence[str], known: dict[str, CachedStat | None]
-    ) -> dict[str, str | None]:
+    ) -> dict[str, tuple[str | None, StatKey | None]]:
         # The hot loop of a no-op rerun, with everything the general path does per file hoisted
         # out (path joining, StatKey building, attribute lookups): ~1 µs on top of the stat.
         prefix = os.path.join(self._roots[root], "")
         window = self._racy_window_ns
-        stat, get, one = os.stat, known.get, self._one
-        result: dict[str, str | None] = {}
+        stat, get, one = os.stat, known.get, self._one_key
+        result: dict[str, tuple[str | None, StatKey | None]] = {}
         for rel in rels:
             entry = get(rel)
             if entry is not None:
                 try:
                     st = stat(prefix + rel)
                 except (FileNotFoundError, NotADirectoryError):
-                    result[rel] = None
+                    result[rel] = (None, None)
                     continue
-                size, mtime, ino, ctime = entry[0]
+                key = entry[0]
+                size, mtime, ino, ctime = key
                 if (
                     st.st_mtime_ns == mtime
                     and st.st_size == size
@@ -277,7 +275,7 @@ class FileFingerprinter:
                     and st.st_ctime_ns == ctime
                     and mtime + window <= entry[2]
                 ):
-                    result[rel] = entry[1]
+                    result[rel] = (entry[1], key)
                     continue
             result[rel] = one(root, rel, known)
         return result
@@ -333,9 +331,6 @@ class FileFingerprinter:
         for rel in missing:
             known[rel] = found.get(rel)
         return known
-
-    def _one(self, root: str, relpath: str, known: dict[str, CachedStat | None]) -> str | None:
-        return self._one_key(root, relpath, known)[0]
 
     def _one_key(
         self, root: str, relpath: str, known: dict[str, CachedStat | None]
