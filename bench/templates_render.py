@@ -42,9 +42,7 @@ def main() -> None:
         "render sky/{split}/{sim:04d}.npy": lambda i: sky.render(tags[i]),
         "render models/{stage}/{freq}_{sim:04d}.pt": lambda i: model.render(tags[i]),
         "render {data}/mask.npy (path root)": lambda i: mask.render(tags[i], paths),
-        "resolve a rendered path": lambda i: resolve(
-            rendered[i], default_root=root, allowed_roots=roots
-        ),
+        "resolve a rendered path": lambda i: resolve(rendered[i], default_root=root, allowed_roots=roots),
         "resolve_str (no Path object)": lambda i: resolve_str(
             rendered[i], default_root=root, allowed_roots=roots
         ),

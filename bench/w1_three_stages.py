@@ -570,15 +570,19 @@ def _bench(root: Path, n: int, rep: int, args: argparse.Namespace, peers: list[s
         cli_run(cli_yaml, scale, args.jobs)
     print(f"  warm-up no-op ran {ran_str(warm)}")
 
+    def rerun(scenario: str, scale: float) -> None:
+        """One timing of every rerun contender, interleaved."""
+        res.note_load(scenario)
+        res.add("stagewise", scenario, *bl.timed(lambda: sw_run(pipeline, scale, args.jobs)))
+        res.add("serial", scenario, *bl.timed(lambda: sw_run(serial, scale, 1, "serial")))
+        res.add("make", scenario, *bl.timed(lambda: make_style(raw, root / "make", n, scale)))
+        res.add("plain", scenario, *bl.timed(lambda: plain_loop(raw, root / "plain", n, scale)))
+        if cli_yaml is not None:
+            res.add("cli", scenario, *cli_run(cli_yaml, scale, args.jobs))
+
     # (b) no-op
     for _ in range(rep):
-        res.note_load("b")
-        res.add("stagewise", "b", *bl.timed(lambda s=scale: sw_run(pipeline, s, args.jobs)))
-        res.add("serial", "b", *bl.timed(lambda s=scale: sw_run(serial, s, 1, "serial")))
-        res.add("make", "b", *bl.timed(lambda s=scale: make_style(raw, root / "make", n, s)))
-        res.add("plain", "b", *bl.timed(lambda s=scale: plain_loop(raw, root / "plain", n, s)))
-        if cli_yaml is not None:
-            res.add("cli", "b", *cli_run(cli_yaml, scale, args.jobs))
+        rerun("b", scale)
 
     if args.profile:
         print("\n--- cProfile: stagewise no-op (W1 b) ---")
@@ -587,24 +591,12 @@ def _bench(root: Path, n: int, rep: int, args: argparse.Namespace, peers: list[s
     # (c) only scale changes
     for _ in range(rep):
         scale += 1.0
-        res.note_load("c")
-        res.add("stagewise", "c", *bl.timed(lambda s=scale: sw_run(pipeline, s, args.jobs)))
-        res.add("serial", "c", *bl.timed(lambda s=scale: sw_run(serial, s, 1, "serial")))
-        res.add("make", "c", *bl.timed(lambda s=scale: make_style(raw, root / "make", n, s)))
-        res.add("plain", "c", *bl.timed(lambda s=scale: plain_loop(raw, root / "plain", n, s)))
-        if cli_yaml is not None:
-            res.add("cli", "c", *cli_run(cli_yaml, scale, args.jobs))
+        rerun("c", scale)
 
     # (d) one input file's bytes change (a different file each time)
     for k in range(rep):
         change_input(raw, (k * 7919) % n)
-        res.note_load("d")
-        res.add("stagewise", "d", *bl.timed(lambda s=scale: sw_run(pipeline, s, args.jobs)))
-        res.add("serial", "d", *bl.timed(lambda s=scale: sw_run(serial, s, 1, "serial")))
-        res.add("make", "d", *bl.timed(lambda s=scale: make_style(raw, root / "make", n, s)))
-        res.add("plain", "d", *bl.timed(lambda s=scale: plain_loop(raw, root / "plain", n, s)))
-        if cli_yaml is not None:
-            res.add("cli", "d", *cli_run(cli_yaml, scale, args.jobs))
+        rerun("d", scale)
 
     if args.profile:
         change_input(raw, n // 2)

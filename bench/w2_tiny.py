@@ -92,14 +92,7 @@ def pool_map(raw: Path, out: Path, n: int, method: str | None) -> int:
 
 
 def sw_pipeline(raw: Path, out: Path, n: int) -> Pipeline:
-    return Pipeline(
-        [tiny_stages.length],
-        sources={"raw": "{data}/{i:06d}.txt"},
-        paths={"data": raw},
-        dims={"i": n},
-        output=out,
-        name="w2",
-    )
+    return tiny_stages.pipeline(raw, out, n, "w2")
 
 
 def sw_run(raw: Path, out: Path, n: int, executor: str) -> int:

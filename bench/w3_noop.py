@@ -63,14 +63,7 @@ def mtime_check(raw: Path, out: Path, n: int) -> int:
 
 
 def sw_pipeline(raw: Path, out: Path, n: int) -> Pipeline:
-    return Pipeline(
-        [tiny_stages.length],
-        sources={"raw": "{data}/{i:06d}.txt"},
-        paths={"data": raw},
-        dims={"i": n},
-        output=out,
-        name="w3",
-    )
+    return tiny_stages.pipeline(raw, out, n, "w3")
 
 
 def sw_run(pipeline: Pipeline) -> int:

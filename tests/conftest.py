@@ -170,3 +170,17 @@ def assert_refused(project: Project, result: CliResult) -> None:
     assert result.code == 2, result.describe()
     assert "Traceback" not in result.output, result.describe()
     assert not (project.root / "out").exists(), "validation must not write the output folder"
+
+
+def outputs(root: Path) -> dict[str, bytes]:
+    """Every output file under ``root`` (relative path -> bytes), stagewise's own files excluded."""
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and ".stagewise" not in p.relative_to(root).parts
+    }
+
+
+def rows(table: Any) -> list[dict[str, Any]]:
+    """``Pipeline.meta`` rows, whether pandas is installed or not."""
+    return table.to_dict("records") if hasattr(table, "to_dict") else list(table)

@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 
 import fixtures.dask_stages as ds
+from conftest import outputs, rows
 from stagewise import Item, Pipeline, stage
 from stagewise.errors import ConfigError, Interrupted
 from stagewise.run.executors.dask import DaskExecutor, FuturesExecutor
@@ -39,20 +40,6 @@ needs_dask = pytest.mark.skipif(
 )
 
 # --- helpers ---------------------------------------------------------------------------------------
-
-
-def outputs(root: Path) -> dict[str, bytes]:
-    """Every output file under ``root`` (relative path -> bytes), stagewise's own files excluded."""
-    return {
-        p.relative_to(root).as_posix(): p.read_bytes()
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and ".stagewise" not in p.relative_to(root).parts
-    }
-
-
-def rows(table: Any) -> list[dict[str, Any]]:
-    """``Pipeline.meta`` rows, whether pandas is installed or not."""
-    return table.to_dict("records") if hasattr(table, "to_dict") else list(table)
 
 
 def failures_by_item(report: Any) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 import fixtures.executor_parity_stages as parity
-from conftest import Project
+from conftest import Project, outputs, rows
 from stagewise import Pipeline
 from stagewise.run.cpus import available_memory_bytes
 
@@ -38,20 +38,6 @@ HAS_DASK = (
 
 
 # --- helpers ---------------------------------------------------------------------------------------
-
-
-def outputs(root: Path) -> dict[str, bytes]:
-    """Every output file under ``root`` (relative path -> bytes), stagewise's own files excluded."""
-    return {
-        p.relative_to(root).as_posix(): p.read_bytes()
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and ".stagewise" not in p.relative_to(root).parts
-    }
-
-
-def rows(table: Any) -> list[dict[str, Any]]:
-    """``Pipeline.meta`` rows, whether pandas is installed or not."""
-    return table.to_dict("records") if hasattr(table, "to_dict") else list(table)
 
 
 def logged(path: Path) -> list[str]:

@@ -18,17 +18,13 @@ from stagewise.model.pipeline import Link
 from stagewise.model.templates import Template
 from stagewise.run.paths import AssetPaths
 from stagewise.state.filehash import FileFingerprinter
-from test_reruns import EVERYTHING, HELPERS, ITEMS, PIPELINE, SOURCES, STAGES, edit, output, run, run_ok
+from test_reruns import EVERYTHING, ITEMS, edit, output, run, run_ok, write_project
 
 
 @pytest.fixture
 def done(project: Project) -> Project:
     """The pipeline of the rerun tests after one complete run."""
-    project.stages(STAGES)
-    project.write("helpers.py", HELPERS)
-    project.pipeline(PIPELINE)
-    for (split, sim), text in SOURCES.items():
-        project.write(f"raw/{split}/{sim}.txt", text + "\n")
+    write_project(project)
     assert run_ok(project) == EVERYTHING
     return project
 

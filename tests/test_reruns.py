@@ -167,15 +167,20 @@ def output(project: Project, relpath: str) -> Path:
     return project.root / "out" / relpath
 
 
-@pytest.fixture
-def fresh(project: Project) -> Project:
-    """The pipeline with its sources, never run."""
+def write_project(project: Project) -> Project:
+    """Write the pipeline, its stages and its sources into ``project``."""
     project.stages(STAGES)
     project.write("helpers.py", HELPERS)
     project.pipeline(PIPELINE)
     for (split, sim), text in SOURCES.items():
         project.write(f"raw/{split}/{sim}.txt", text + "\n")
     return project
+
+
+@pytest.fixture
+def fresh(project: Project) -> Project:
+    """The pipeline with its sources, never run."""
+    return write_project(project)
 
 
 @pytest.fixture
